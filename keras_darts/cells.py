@@ -1,0 +1,127 @@
+"""Mixed edges and the search cell of the DARTS supernet (specs/darts.md sect. 2)."""
+
+import tensorflow as tf
+
+from keras_darts import ops
+
+
+def edge_inputs(num_nodes):
+    """(node, input_state) of every edge, in alpha row order.
+
+    Node i receives an edge from each of the 2 + i earlier states, so 4 nodes
+    give 2 + 3 + 4 + 5 = 14 edges.
+    """
+    return [(node, j) for node in range(num_nodes) for j in range(2 + node)]
+
+
+class MixedOp(ops.BuiltLayer):
+    """One edge of the supernet: sum_k weights[k] * op_k(x).
+
+    `none` ops are never computed (their term is exactly zero).  Ops that start
+    with a ReLU read the shared, already rectified input `relu_x`.
+    """
+
+    def __init__(self, channels, stride, primitives, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.stride = stride
+        self.primitives = tuple(primitives)
+        self.candidates = [ops.make_op(name, channels, stride, affine=False)
+                           for name in self.primitives]
+
+    @property
+    def needs_relu(self):
+        return any(op.starts_with_relu for op in self.candidates)
+
+    def run_op(self, k, x, relu_x, training=False):
+        """Output of candidate k alone, or None for a zero op."""
+        op = self.candidates[k]
+        if op.is_zero:
+            return None
+        return op(relu_x if op.starts_with_relu else x, training=training)
+
+    def call(self, x, relu_x, weights, training=False):
+        terms = []
+        weights = tf.unstack(weights)
+        for k in range(len(self.candidates)):
+            y = self.run_op(k, x, relu_x, training)
+            if y is not None:
+                terms.append(weights[k] * y)
+        if not terms:
+            return None
+        return tf.add_n(terms)
+
+
+class SearchCell(ops.BuiltLayer):
+    """A supernet cell: preprocess the two inputs, `num_nodes` mixed nodes, concat.
+
+    `call` either mixes every edge with `weights` ([num_edges, num_ops]), or,
+    given `arch` = (pairs, concat) of a discrete cell, runs only the chosen op
+    of the chosen edges (one sampled architecture inside the same supernet).
+    """
+
+    def __init__(self, num_nodes, prev_prev_channels, prev_channels, channels, reduction,
+                 reduction_prev, primitives, **kwargs):
+        super().__init__(**kwargs)
+        self.num_nodes = num_nodes
+        self.channels = channels
+        self.reduction = reduction
+        self.primitives = tuple(primitives)
+        if reduction_prev:
+            self.preprocess0 = ops.FactorizedReduce(channels, in_channels=prev_prev_channels)
+        else:
+            self.preprocess0 = ops.ReLUConvBN(channels, in_channels=prev_prev_channels)
+        self.preprocess1 = ops.ReLUConvBN(channels, in_channels=prev_channels)
+        self.edge_inputs = edge_inputs(num_nodes)
+        self.edges = [MixedOp(channels, 2 if reduction and j < 2 else 1, self.primitives)
+                      for _, j in self.edge_inputs]
+
+    @property
+    def out_channels(self):
+        return self.num_nodes * self.channels
+
+    def call(self, s0, s1, weights=None, arch=None, training=False):
+        states = [self.preprocess0(tf.nn.relu(s0), training=training),
+                  self.preprocess1(tf.nn.relu(s1), training=training)]
+        # ReLU(state) once per state, shared by every edge and op that starts with it.
+        relu_states = {}
+
+        def relu_of(j):
+            if j not in relu_states:
+                relu_states[j] = tf.nn.relu(states[j])
+            return relu_states[j]
+
+        if arch is None:
+            terms_of = self._mixed_terms(states, relu_of, weights, training)
+        else:
+            terms_of = self._discrete_terms(states, relu_of, arch, training)
+        for node in range(self.num_nodes):
+            terms = [t for t in terms_of(node) if t is not None]
+            if terms:
+                states.append(tf.add_n(terms))
+            else:  # Every input of this node is `none`.
+                states.append(tf.zeros_like(states[1][:, ::1 + self.reduction,
+                                                      ::1 + self.reduction]))
+        return tf.concat(states[2:], axis=-1)
+
+    def _mixed_terms(self, states, relu_of, weights, training):
+        rows = tf.unstack(weights)  # One op instead of a slice per edge.
+
+        def terms_of(node):
+            for e, (n, j) in enumerate(self.edge_inputs):
+                if n == node:
+                    edge = self.edges[e]
+                    relu_x = relu_of(j) if edge.needs_relu else None
+                    yield edge(states[j], relu_x, rows[e], training=training)
+        return terms_of
+
+    def _discrete_terms(self, states, relu_of, arch, training):
+        pairs, _ = arch
+        index = {ij: e for e, ij in enumerate(self.edge_inputs)}
+
+        def terms_of(node):
+            for op_name, j in pairs[2 * node:2 * node + 2]:
+                edge = self.edges[index[(node, j)]]
+                yield edge.run_op(edge.primitives.index(op_name), states[j], relu_of(j),
+                                  training)
+        return terms_of

@@ -1,0 +1,91 @@
+"""Every command-line flag of keras_darts, and their conversion to a config.
+
+This is the only module that defines flags and the only one that reads FLAGS
+(in `to_search_config`); library code receives a `SearchConfig`.
+"""
+
+import dataclasses
+
+from absl import flags
+
+from keras_darts import ops, runtime, selection
+from keras_darts.config import SearchConfig
+
+FLAGS = flags.FLAGS
+_DEFAULTS = SearchConfig(output_dir="")
+
+
+def _define_search_flags():
+    d = _DEFAULTS
+    # Data.
+    flags.DEFINE_string("dataset", d.dataset,
+                        "Dataset: 'digits' (offline default, scikit-learn's 8x8 digits), "
+                        "'tfds:NAME' (tensorflow-datasets from --data_dir) or 'folder:PATH' "
+                        "(class-per-folder image tree).")
+    flags.DEFINE_string("data_dir", d.data_dir, "Local tensorflow-datasets data_dir.")
+    flags.DEFINE_integer("image_size", d.image_size, "Resize images to this many pixels "
+                         "square; 0 keeps the dataset's size (folders: 32).", lower_bound=0)
+    flags.DEFINE_integer("crop_padding", d.crop_padding, "Zero padding (pixels) of the random "
+                         "crop augmentation; -1 = max(1, size // 8).", lower_bound=-1)
+    # Supernet.
+    flags.DEFINE_integer("channels", d.channels, "Initial channels C of the supernet.",
+                         lower_bound=2)
+    flags.DEFINE_integer("layers", d.layers, "Number of cells; reductions at 1/3 and 2/3.",
+                         lower_bound=1)
+    flags.DEFINE_integer("nodes", d.nodes, "Intermediate nodes per cell.", lower_bound=1)
+    flags.DEFINE_enum("primitives", d.primitives, list(ops.op_sets()),
+                      "Candidate op set (alpha columns).")
+    flags.DEFINE_integer("stem_multiplier", d.stem_multiplier,
+                         "The stem outputs stem_multiplier * C channels.", lower_bound=1)
+    # Search.
+    flags.DEFINE_integer("epochs", d.epochs, "Search epochs.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size of both the train "
+                         "and the val batch of a step.", lower_bound=1)
+    flags.DEFINE_integer("eval_batch_size", d.eval_batch_size,
+                         "Batch size for evaluation; 0 = --batch_size.", lower_bound=0)
+    flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch, "Search steps per epoch; "
+                         "0 = one pass over search-train.", lower_bound=0)
+    flags.DEFINE_enum("order", d.order, ["first"],
+                      "Architecture gradient: 'first' = first-order DARTS.")
+    flags.DEFINE_enum("selection", d.selection, list(selection.names()),
+                      "How the genotype is read out of the supernet.")
+    flags.DEFINE_integer("seed", d.seed, "Random seed (weights, alphas, data order).")
+    flags.DEFINE_float("w_lr", d.w_lr, "Weight SGD learning rate (cosine-annealed).",
+                       lower_bound=0.0)
+    flags.DEFINE_float("w_lr_min", d.w_lr_min, "Final weight learning rate.", lower_bound=0.0)
+    flags.DEFINE_float("w_momentum", d.w_momentum, "Weight SGD momentum.",
+                       lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_float("w_weight_decay", d.w_weight_decay, "Weight L2 decay (coupled).",
+                       lower_bound=0.0)
+    flags.DEFINE_float("w_grad_clip", d.w_grad_clip, "Global gradient-norm clip of weights.",
+                       lower_bound=0.0)
+    flags.DEFINE_float("a_lr", d.a_lr, "Alpha Adam learning rate.", lower_bound=0.0)
+    flags.DEFINE_float("a_beta_1", d.a_beta_1, "Alpha Adam beta_1.", lower_bound=0.0,
+                       upper_bound=1.0)
+    flags.DEFINE_float("a_beta_2", d.a_beta_2, "Alpha Adam beta_2.", lower_bound=0.0,
+                       upper_bound=1.0)
+    flags.DEFINE_float("a_weight_decay", d.a_weight_decay, "Alpha L2 decay (coupled).",
+                       lower_bound=0.0)
+    # Runtime.
+    flags.DEFINE_string("output_dir", None, "Directory for everything the run writes.")
+    flags.DEFINE_boolean("resume", False, "Continue from the latest checkpoint in --output_dir.")
+    flags.DEFINE_enum("strategy", d.strategy, list(runtime.STRATEGIES),
+                      "tf.distribute strategy: 'default' (one device) or 'mirrored' "
+                      "(all local GPUs).")
+    flags.DEFINE_enum("graph_optimizer", d.graph_optimizer,
+                      list(runtime.GRAPH_OPTIMIZER_MODES),
+                      "Grappler effort: 'fast_compile' (CPU default), 'full', 'auto'.")
+    flags.DEFINE_integer("log_every", d.log_every, "Print progress every N steps; 0 = only "
+                         "per epoch.", lower_bound=0)
+    flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints,
+                         "Checkpoints kept in --output_dir/checkpoints.", lower_bound=1)
+    flags.mark_flag_as_required("output_dir")
+
+
+_define_search_flags()
+
+
+def to_search_config(flag_values=FLAGS):
+    """The `SearchConfig` described by the parsed flags."""
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    return SearchConfig(**{name: flag_values[name].value for name in fields})

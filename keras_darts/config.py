@@ -1,0 +1,76 @@
+"""The search configuration: one frozen record, saved as JSON beside the results."""
+
+import dataclasses
+import json
+import os
+
+from keras_darts.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Everything that defines a search run (defaults: the DARTS paper, CIFAR-10)."""
+
+    output_dir: str
+    # Data.
+    dataset: str = "digits"
+    data_dir: str = ""
+    image_size: int = 0          # 0 = the dataset's own size.
+    crop_padding: int = -1       # -1 = max(1, image_size // 8).
+    # Supernet.
+    channels: int = 16
+    layers: int = 8
+    nodes: int = 4
+    primitives: str = "darts"
+    stem_multiplier: int = 3
+    # Search.
+    epochs: int = 50
+    batch_size: int = 64
+    eval_batch_size: int = 0     # 0 = batch_size.
+    steps_per_epoch: int = 0     # 0 = a full pass over search-train.
+    order: str = "first"
+    selection: str = "magnitude"
+    seed: int = 2
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    w_grad_clip: float = 5.0
+    a_lr: float = 3e-4
+    a_beta_1: float = 0.5
+    a_beta_2: float = 0.999
+    a_weight_decay: float = 1e-3
+    # Runtime.
+    strategy: str = "default"
+    graph_optimizer: str = "auto"
+    log_every: int = 50
+    keep_checkpoints: int = 3
+
+    # Fields that must match when resuming (they shape the model or its meaning).
+    RESUME_KEYS = ("dataset", "image_size", "channels", "layers", "nodes", "primitives",
+                   "stem_multiplier", "epochs", "batch_size", "order")
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+    def save(self, path):
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self.to_json() + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            return cls(**data)
+        except (OSError, json.JSONDecodeError, TypeError) as e:
+            raise ConfigError(f"cannot read search config {path}: {e}") from None
+
+    def check_resumable_from(self, saved):
+        diffs = [f"--{k}: saved {getattr(saved, k)!r}, now {getattr(self, k)!r}"
+                 for k in self.RESUME_KEYS if getattr(saved, k) != getattr(self, k)]
+        if diffs:
+            raise ConfigError("cannot --resume with settings that differ from the saved run "
+                              f"in {self.output_dir}: " + "; ".join(diffs))

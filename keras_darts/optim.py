@@ -1,0 +1,98 @@
+"""The two optimizers of the bilevel search, with PyTorch semantics.
+
+DARTS' reference uses coupled L2 weight decay (grad += wd * w before the
+momentum / Adam moments), PyTorch's momentum buffer (buf = mu*buf + g;
+w -= lr*buf) and PyTorch's Adam epsilon placement.  Keras' optimizers differ
+on all three (decoupled decay, lr folded into the momentum, eps inside the
+bias correction) and sum gradients across replicas themselves, which clashes
+with clipping by the *global* gradient norm.  These optimizers are small
+`tf.Module`s: they expect gradients that are already all-reduced, update the
+(mirrored) variables identically on every replica through `merge_call`, and
+checkpoint through `tf.train.Checkpoint` like any trackable.
+"""
+
+import tensorflow as tf
+
+
+def _tf_variable(v):
+    return getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
+
+
+class _Optimizer(tf.Module):
+    """Slot bookkeeping and the replica-safe apply.
+
+    Subclasses name their slots in `slot_names` and define
+    `_update(var, grad, *slots, lr, step)` for one variable on one device.
+    """
+
+    slot_names = ()
+
+    def __init__(self, variables, learning_rate, weight_decay, name):
+        super().__init__(name=name)
+        self.learning_rate = tf.Variable(float(learning_rate), trainable=False,
+                                         dtype=tf.float32, name="learning_rate")
+        self.iterations = tf.Variable(0, trainable=False, dtype=tf.int64, name="iterations")
+        self.weight_decay = float(weight_decay)
+        # One list per slot kind, index-aligned with `variables` (created now, in
+        # the caller's strategy scope, so a lazy build never happens in a step).
+        self.slots = {slot: [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
+                                         name=f"{slot}_{i}")
+                             for i, v in enumerate(variables)]
+                      for slot in self.slot_names}
+        self._num_variables = len(variables)
+
+    def apply(self, grads, variables):
+        """Applies all-reduced `grads` to `variables`; call in a replica context."""
+        if len(variables) != self._num_variables:
+            raise ValueError(f"{self.name}: built for {self._num_variables} variables, "
+                             f"got {len(variables)}")
+        variables = [_tf_variable(v) for v in variables]
+
+        def merge_fn(strategy, grads):
+            step = tf.cast(self.iterations + 1, tf.float32)
+            lr = tf.identity(self.learning_rate)
+            for i, (g, v) in enumerate(zip(grads, variables)):
+                slots = [self.slots[s][i] for s in self.slot_names]
+                strategy.extended.update(v, self._update, args=(g, *slots, lr, step),
+                                         group=False)
+            strategy.extended.update(self.iterations, lambda it: it.assign_add(1), group=False)
+
+        tf.distribute.get_replica_context().merge_call(merge_fn, args=(list(grads),))
+
+
+class MomentumSGD(_Optimizer):
+    """SGD with momentum and coupled L2 (torch.optim.SGD, dampening 0, no Nesterov)."""
+
+    slot_names = ("momentum",)
+
+    def __init__(self, variables, learning_rate, momentum=0.9, weight_decay=0.0, name="sgd"):
+        super().__init__(variables, learning_rate, weight_decay, name)
+        self.momentum = float(momentum)
+
+    def _update(self, var, grad, buf, lr, step):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * var
+        # TF's fused kernel has PyTorch's semantics: buf = mu*buf + g; var -= lr*buf.
+        return tf.raw_ops.ResourceApplyMomentum(
+            var=var.handle, accum=buf.handle, lr=lr, grad=grad, momentum=self.momentum,
+            use_locking=False, use_nesterov=False)
+
+
+class Adam(_Optimizer):
+    """Adam with coupled L2 (torch.optim.Adam, amsgrad off)."""
+
+    slot_names = ("m", "v")
+
+    def __init__(self, variables, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 weight_decay=0.0, name="adam"):
+        super().__init__(variables, learning_rate, weight_decay, name)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def _update(self, var, grad, m, v, lr, step):
+        grad = grad + self.weight_decay * var
+        m = m.assign(self.beta_1 * m + (1.0 - self.beta_1) * grad)
+        v = v.assign(self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad))
+        correction_1 = 1.0 - tf.pow(self.beta_1, step)
+        correction_2 = 1.0 - tf.pow(self.beta_2, step)
+        denom = tf.sqrt(v) / tf.sqrt(correction_2) + self.epsilon
+        return var.assign_sub((lr / correction_1) * m / denom)

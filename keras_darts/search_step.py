@@ -1,0 +1,160 @@
+"""The bilevel search step: one architecture update, then one weight update.
+
+This is the only implementation of a search step; the CLI trainer, the
+benchmark tool and the tests all call `BilevelSearch.step`.
+
+Choice (BUILD_NOTES.md): an explicit `strategy.run` inside one `tf.function`
+rather than `keras.Model.fit` with a custom `train_step`: the step needs two
+batches (train, val), two tapes, two optimizers and clipping by the global
+norm of the all-reduced gradient, and Keras' fit mis-splits paired batches
+under MirroredStrategy (NOTES_TF.md).
+"""
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+from keras_darts.optim import Adam, MomentumSGD
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchHParams:
+    """Optimiser settings of the search (defaults: specs/darts.md sect. 3)."""
+
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    w_grad_clip: float = 5.0
+    a_lr: float = 3e-4
+    a_beta_1: float = 0.5
+    a_beta_2: float = 0.999
+    a_epsilon: float = 1e-8
+    a_weight_decay: float = 1e-3
+
+
+def cosine_lr(epoch, epochs, lr_max, lr_min):
+    """Weight learning rate of 0-based `epoch`, as the reference code runs it.
+
+    The reference steps PyTorch's CosineAnnealingLR at the start of every epoch,
+    so epoch e uses the value for e + 1 and the last epoch runs at lr_min.
+    """
+    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * (epoch + 1) / epochs))
+
+
+def _cross_entropy(labels, logits):
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
+                                                          logits=logits)
+
+
+def _correct(labels, logits):
+    hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
+    return tf.reduce_sum(tf.cast(hits, tf.float32))
+
+
+class BilevelSearch:
+    """First-order DARTS search of `model` under `strategy`.
+
+    Create `model` inside `strategy.scope()`; this object creates both optimizers
+    in the same scope.  Batches passed to `step` are global batches: plain
+    tensors under the default strategy, distributed values otherwise (see
+    `distribute`).
+    """
+
+    def __init__(self, model, strategy, global_batch_size, hparams=SearchHParams()):
+        self.model = model
+        self.strategy = strategy
+        self.global_batch_size = int(global_batch_size)
+        self.hparams = hparams
+        with strategy.scope():
+            self.weight_optimizer = MomentumSGD(
+                model.weight_variables, hparams.w_lr, momentum=hparams.w_momentum,
+                weight_decay=hparams.w_weight_decay, name="weight_sgd")
+            self.arch_optimizer = Adam(
+                model.arch_variables, hparams.a_lr, beta_1=hparams.a_beta_1,
+                beta_2=hparams.a_beta_2, epsilon=hparams.a_epsilon,
+                weight_decay=hparams.a_weight_decay, name="arch_adam")
+        # autograph off: the step has no tensor-dependent Python control flow.
+        self._step = tf.function(self._distributed_step, autograph=False)
+        self._evaluate = tf.function(self._distributed_evaluate, autograph=False)
+
+    # -- public --------------------------------------------------------------
+    def set_weight_lr(self, lr):
+        self.weight_optimizer.learning_rate.assign(lr)
+
+    def step(self, train_batch, val_batch):
+        """One search step; returns global-mean metrics as scalar tensors."""
+        return self._step(train_batch, val_batch)
+
+    def evaluate(self, batch):
+        """Eval-mode loss sum, correct count and example count over a global batch."""
+        return self._evaluate(batch)
+
+    def distribute(self, dataset):
+        """A dataset of global batches -> an iterable of per-replica batches."""
+        if self.strategy.num_replicas_in_sync == 1:
+            return dataset
+        return self.strategy.experimental_distribute_dataset(dataset)
+
+    # -- replica functions -----------------------------------------------------
+    def _mean_loss(self, labels, logits):
+        return tf.nn.compute_average_loss(_cross_entropy(labels, logits),
+                                          global_batch_size=self.global_batch_size)
+
+    def _all_reduce(self, grads):
+        """Sums gradients over replicas (a no-op, and no graph nodes, on one replica)."""
+        if self.strategy.num_replicas_in_sync == 1:
+            return grads
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+
+    def _arch_update(self, images, labels):
+        """Adam step on alphas, gradient of the val loss w.r.t. alphas only."""
+        arch_vars = [v.value for v in self.model.arch_variables]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(arch_vars)
+            logits = self.model(images, training=True)
+            loss = self._mean_loss(labels, logits)
+        grads = self._all_reduce(tape.gradient(loss, arch_vars))
+        self.arch_optimizer.apply(grads, arch_vars)
+        return loss, _correct(labels, logits)
+
+    def _weight_update(self, images, labels):
+        """SGD step on weights, gradient of the train loss w.r.t. weights only."""
+        weight_vars = [v.value for v in self.model.weight_variables]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(weight_vars)
+            logits = self.model(images, training=True)
+            loss = self._mean_loss(labels, logits)
+        grads = self._all_reduce(tape.gradient(loss, weight_vars))
+        # Clip by the global norm of the full-batch gradient, before L2 (reference order).
+        grads, grad_norm = tf.clip_by_global_norm(grads, self.hparams.w_grad_clip)
+        self.weight_optimizer.apply(grads, weight_vars)
+        return loss, _correct(labels, logits), grad_norm
+
+    def _replica_step(self, train_batch, val_batch):
+        val_loss, val_correct = self._arch_update(*val_batch)
+        train_loss, train_correct, grad_norm = self._weight_update(*train_batch)
+        return {"loss/val": val_loss, "correct/val": val_correct,
+                "loss/train": train_loss, "correct/train": train_correct,
+                "grad_norm": grad_norm / self.strategy.num_replicas_in_sync}
+
+    def _distributed_step(self, train_batch, val_batch):
+        per_replica = self.strategy.run(self._replica_step, args=(train_batch, val_batch))
+        totals = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                  for k, v in per_replica.items()}
+        batch = float(self.global_batch_size)
+        return {"loss/train": totals["loss/train"], "loss/val": totals["loss/val"],
+                "accuracy/train": totals["correct/train"] / batch,
+                "accuracy/val": totals["correct/val"] / batch,
+                "grad_norm": totals["grad_norm"]}
+
+    def _replica_evaluate(self, images, labels):
+        logits = self.model(images, training=False)
+        return (tf.reduce_sum(_cross_entropy(labels, logits)), _correct(labels, logits),
+                tf.cast(tf.shape(labels)[0], tf.float32))
+
+    def _distributed_evaluate(self, batch):
+        per_replica = self.strategy.run(self._replica_evaluate, args=batch)
+        return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                     for v in per_replica)

@@ -1,0 +1,369 @@
+"""TensorBoard output of a search: scalars, alpha heatmaps and the current genotype.
+
+The trainer calls `EpochWriter` once per epoch.  The pictures are drawn with
+matplotlib's object API (`Figure` + `FigureCanvasAgg`) rather than pyplot, so
+no global figure registry is touched and nothing needs closing or leaks when
+this runs many times in a long search.
+"""
+
+import numpy as np
+import tensorflow as tf
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle, FancyArrowPatch
+
+_DPI = 100
+_INPUT_NAMES = ("c_{k-2}", "c_{k-1}")
+_OUTPUT_NAME = "c_{k}"
+
+
+# --------------------------------------------------------------------------- naming
+
+
+def state_name(index):
+    """Name of cell state `index`: 0/1 are the cell inputs, 2 + i is node i."""
+    return _INPUT_NAMES[index] if index < 2 else f"n{index - 2}"
+
+
+def num_nodes_for_edges(num_edges):
+    """Number of intermediate nodes n with sum_{i<n} (2 + i) == num_edges.
+
+    Raises ValueError when `num_edges` is not such a sum (a malformed alpha).
+    """
+    nodes, total = 0, 0
+    while total < num_edges:
+        total += 2 + nodes
+        nodes += 1
+    if num_edges <= 0 or total != num_edges:
+        raise ValueError(
+            f"{num_edges} edges do not make a whole number of nodes "
+            "(node i has 2 + i incoming edges: 2, 5, 9, 14, 20, ... edges)")
+    return nodes
+
+
+def edge_labels(num_edges):
+    """Labels like "n1<-c_{k-2}" for the rows of an alpha matrix, in alpha order."""
+    return [f"n{node}<-{state_name(source)}"
+            for node in range(num_nodes_for_edges(num_edges))
+            for source in range(2 + node)]
+
+
+def _to_image(fig):
+    """Renders `fig` to a uint8 RGB array [H, W, 3]."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    fig.clear()  # Drop the artists now; the figure is not registered anywhere else.
+    return image
+
+
+# --------------------------------------------------------------------------- alpha heatmap
+
+
+def alpha_heatmap(probs, primitives, title=""):
+    """Heatmap of softmax(alpha) for one cell type: rows = edges, columns = ops.
+
+    `probs` is [num_edges, num_ops] (numpy or an eager tensor).  Each cell is
+    annotated with its value, so the colour scale (0 .. largest value, to keep
+    contrast early in the search when all values are near 1/num_ops) only
+    guides the eye.  Returns a uint8 RGB image [H, W, 3].
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probs must be 2-D [edges, ops], got shape {probs.shape}")
+    primitives = [str(p) for p in primitives]
+    if len(primitives) != probs.shape[1]:
+        raise ValueError(
+            f"{len(primitives)} primitives for {probs.shape[1]} columns of probs")
+    rows = edge_labels(probs.shape[0])  # Raises on a partial node.
+
+    num_edges, num_ops = probs.shape
+    fig = Figure(figsize=(2.6 + 0.75 * num_ops, 2.0 + 0.32 * num_edges),
+                 dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    finite = probs[np.isfinite(probs)]  # A diverged alpha still renders, as "nan".
+    vmax = max(float(finite.max()), 1e-6) if finite.size else 1.0
+    mesh = ax.imshow(probs, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+    _annotate_cells(ax, probs, vmax)
+    ax.set_xticks(range(num_ops), primitives, rotation=45, ha="right",
+                  rotation_mode="anchor", fontsize=8)
+    ax.set_yticks(range(num_edges), rows, fontsize=8)
+    ax.set_xlabel("op")
+    ax.set_ylabel("edge (node <- input)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(mesh, ax=ax, shrink=0.8)
+    return _to_image(fig)
+
+
+def _annotate_cells(ax, probs, vmax):
+    # Dark text on the bright end of viridis, white on the dark end.
+    for (row, col), value in np.ndenumerate(probs):
+        bright = np.isfinite(value) and value > 0.6 * vmax
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                color="black" if bright else "white")
+
+
+# --------------------------------------------------------------------------- genotype picture
+
+_COLUMN_GAP = 4.0  # Data units between depth columns (aspect is equal).
+_ROW_GAP = 2.0
+_NODE_RADIUS = 0.38
+_MARGIN = 0.8
+_INCHES_PER_UNIT = 0.6  # Figure scale: inches per data unit.
+_LABEL_FONTSIZE = 7
+_RADS = (0.0, 0.15, -0.15, 0.3, -0.3, 0.45, -0.45, 0.6, -0.6)
+# Label positions along an arrow, most central first.
+_LABEL_TS = tuple(sorted(np.linspace(0.2, 0.8, 13), key=lambda t: abs(t - 0.5)))
+
+
+def _node_depths(pairs, num_nodes):
+    """Depth per state: inputs 0, node = 1 + deepest input (longest path)."""
+    depths = [0, 0]
+    for node in range(num_nodes):
+        inputs = [index for _, index in pairs[2 * node:2 * node + 2]]
+        depths.append(1 + max(depths[i] for i in inputs))
+    return depths
+
+
+def _cell_layout(pairs, num_nodes):
+    """Positions {state index or "out": (x, y)}, columns by depth, output last."""
+    depths = _node_depths(pairs, num_nodes)
+    columns = {}
+    for state, depth in enumerate(depths):
+        columns.setdefault(depth, []).append(state)
+    positions = {}
+    for depth, states in columns.items():
+        for row, state in enumerate(states):  # Top to bottom in index order.
+            positions[state] = (depth * _COLUMN_GAP, ((len(states) - 1) / 2 - row) * _ROW_GAP)
+    positions["out"] = ((max(depths) + 1) * _COLUMN_GAP, 0.0)
+    return positions
+
+
+def _arc_point(start, end, rad, t):
+    """Point at parameter t on matplotlib's "arc3" curve (a quadratic Bezier).
+
+    Arc3 puts the control point at the chord midpoint, offset by rad times the
+    chord rotated by -90 degrees.  With an equal-aspect axes this holds in
+    data coordinates as well as display coordinates.
+    """
+    (x1, y1), (x2, y2) = start, end
+    control = np.array([(x1 + x2) / 2 + rad * (y2 - y1), (y1 + y2) / 2 - rad * (x2 - x1)])
+    p0, p2 = np.array(start), np.array(end)
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * control + t ** 2 * p2
+
+
+def _clearance(start, end, rad, obstacles):
+    """Smallest distance from the curve to any obstacle centre."""
+    if not obstacles:
+        return np.inf
+    points = np.array([_arc_point(start, end, rad, t) for t in np.linspace(0.1, 0.9, 17)])
+    centres = np.array(obstacles)
+    return float(np.min(np.linalg.norm(points[:, None] - centres[None], axis=-1)))
+
+
+def _choose_rad(start, end, obstacles, taken):
+    """Least-curved arc that misses other nodes and no earlier edge already uses."""
+    free = [rad for rad in _RADS if (start, end, rad) not in taken] or [_RADS[0]]
+    for rad in free:
+        if _clearance(start, end, rad, obstacles) > 1.6 * _NODE_RADIUS:
+            return rad
+    return max(free, key=lambda rad: _clearance(start, end, rad, obstacles))
+
+
+def _draw_edge(ax, circles, positions, source, target, taken, **style):
+    """Draws one curved arrow and returns (rad, start, end) for label placement."""
+    start, end = positions[source], positions[target]
+    obstacles = [xy for key, xy in positions.items() if key not in (source, target)]
+    rad = _choose_rad(start, end, obstacles, taken)
+    taken.add((start, end, rad))
+    ax.add_patch(FancyArrowPatch(
+        start, end, patchA=circles[source], patchB=circles[target],
+        connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=12, **style))
+    return rad, start, end
+
+
+def _arc_angle(start, end, rad, t):
+    """Direction of the arc at t in degrees, kept upright (-90..90] for reading."""
+    dx, dy = _arc_point(start, end, rad, t + 1e-3) - _arc_point(start, end, rad, t - 1e-3)
+    angle = np.degrees(np.arctan2(dy, dx))
+    return angle - 180 if angle > 90 else angle + 180 if angle <= -90 else angle
+
+
+def _label_rect(xy, angle, text):
+    """Approximate label box (centre, angle, half width, half height) in data units."""
+    # A DejaVu Sans character is about 0.6 em wide; a line about 1.3 em high.
+    em = _LABEL_FONTSIZE / 72 / _INCHES_PER_UNIT
+    return np.asarray(xy, dtype=float), angle, 0.3 * em * (len(text) + 1), 0.65 * em
+
+
+def _rect_corners(rect):
+    centre, angle, half_w, half_h = rect
+    u = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))])
+    v = np.array([-u[1], u[0]])
+    return np.array([centre + su * half_w * u + sv * half_h * v
+                     for su in (-1, 1) for sv in (-1, 1)])
+
+
+def _rects_overlap(a, b):
+    """Separating-axis test for two rotated rectangles."""
+    corners_a, corners_b = _rect_corners(a), _rect_corners(b)
+    for angle in (a[1], a[1] + 90, b[1], b[1] + 90):
+        axis = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))])
+        pa, pb = corners_a @ axis, corners_b @ axis
+        if pa.max() < pb.min() or pb.max() < pa.min():
+            return False
+    return True
+
+
+def _label_place(start, end, rad, text, placed, node_centres):
+    """(xy, angle) for an edge label that hits the fewest labels and nodes.
+
+    Greedy: earlier labels stay put; this one slides along its own arrow, on
+    the line first, then just beside it (still parallel, so it reads as
+    belonging to that arrow).  `placed` collects the chosen label rectangles.
+    """
+    nodes = [(np.asarray(c, dtype=float), 0.0, _NODE_RADIUS, _NODE_RADIUS) for c in node_centres]
+    half_h = _label_rect((0, 0), 0, text)[3]
+
+    def rect(candidate):
+        t, side = candidate
+        angle = _arc_angle(start, end, rad, t)
+        normal = np.array([-np.sin(np.radians(angle)), np.cos(np.radians(angle))])
+        xy = _arc_point(start, end, rad, t) + side * 1.1 * half_h * normal
+        return _label_rect(xy, angle, text)
+
+    def hits(candidate):
+        return sum(_rects_overlap(rect(candidate), other) for other in placed + nodes)
+
+    candidates = [(t, side) for side in (0, 1, -1) for t in _LABEL_TS]
+    best = rect(min(candidates, key=hits))  # min keeps the earliest on ties.
+    placed.append(best)
+    return tuple(best[0]), best[1]
+
+
+def _draw_cell(ax, pairs, concat, num_nodes, title):
+    positions = _cell_layout(pairs, num_nodes)
+    circles = {}
+    for state, xy in positions.items():
+        is_io = state == "out" or state < 2
+        circles[state] = Circle(xy, _NODE_RADIUS, facecolor="#9ecae1" if is_io else "#fdd49e",
+                                edgecolor="black", zorder=3)
+        ax.add_patch(circles[state])
+        name = _OUTPUT_NAME if state == "out" else state_name(state)
+        label = f"${name}$" if is_io else str(state - 2)  # Mathtext keeps c_{k-2} compact.
+        ax.text(*xy, label, ha="center", va="center", fontsize=10, zorder=4)
+
+    taken, placed = set(), []
+    for position, (op, source) in enumerate(pairs):
+        target = 2 + position // 2
+        rad, start, end = _draw_edge(ax, circles, positions, source, target, taken,
+                                     color="black", linewidth=1.0, zorder=2)
+        # Labels follow their arrow's direction so crossing edges stay tellable apart.
+        xy, angle = _label_place(start, end, rad, op, placed, list(positions.values()))
+        ax.text(*xy, op, ha="center", va="center", fontsize=_LABEL_FONTSIZE, zorder=5,
+                rotation=angle, rotation_mode="anchor",
+                bbox=dict(boxstyle="round,pad=0.15", facecolor="white",
+                          edgecolor="none", alpha=0.85))
+    for state in concat:
+        _draw_edge(ax, circles, positions, state, "out", taken,
+                   color="gray", linewidth=0.8, linestyle="--", zorder=1)
+
+    (x0, x1), (y0, y1) = _extent(positions)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")  # Needed for _arc_point to match the drawn arcs.
+    ax.set_title(title)
+    ax.axis("off")
+
+
+def _extent(positions):
+    """(x range, y range) of a layout, with room for node circles and curved arrows."""
+    xs = [x for x, _ in positions.values()]
+    ys = [y for _, y in positions.values()]
+    return ((min(xs) - _MARGIN, max(xs) + _MARGIN),
+            (min(ys) - _MARGIN, max(ys) + _MARGIN))
+
+
+def genotype_image(genotype):
+    """Picture of the normal and the reduction cell side by side (uint8 RGB)."""
+    # Size the figure from the layouts so larger cells get more pixels.
+    extents = [_extent(_cell_layout(genotype.cell(r)[0], genotype.num_nodes))
+               for r in (False, True)]
+    widths = [x1 - x0 for (x0, x1), _ in extents]
+    height = max(y1 - y0 for _, (y0, y1) in extents)
+    fig = Figure(figsize=(_INCHES_PER_UNIT * sum(widths) + 0.5,
+                          _INCHES_PER_UNIT * height + 0.6),
+                 dpi=_DPI, layout="constrained")
+    axes = fig.subplots(1, 2, width_ratios=widths)
+    for ax, reduction in zip(axes, (False, True)):
+        pairs, concat = genotype.cell(reduction)
+        _draw_cell(ax, pairs, concat, genotype.num_nodes,
+                   "reduction cell" if reduction else "normal cell")
+    return _to_image(fig)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def genotype_markdown(genotype):
+    """Markdown for tf.summary.text: a node | input | op table per cell, then the JSON."""
+    # Names go in backticks so markdown does not read the underscores as emphasis.
+    lines = []
+    for reduction, title in ((False, "normal cell"), (True, "reduction cell")):
+        pairs, concat = genotype.cell(reduction)
+        lines += [f"**{title}**", "", "| node | input | op |", "|---|---|---|"]
+        for position, (op, source) in enumerate(pairs):
+            lines.append(f"| n{position // 2} | `{state_name(source)}` | `{op}` |")
+        output = ", ".join(f"`{state_name(i)}`" for i in concat)
+        lines += ["", f"`{_OUTPUT_NAME}` = concat({output})", ""]
+    lines += ["```json", genotype.to_json(), "```"]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class EpochWriter:
+    """Per-epoch TensorBoard summaries of a search, written to `logdir`.
+
+    Call from eager Python code (not inside tf.function); `step` may be a
+    plain int.  Usable as a context manager, which closes the writer.
+    """
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self._writer = tf.summary.create_file_writer(str(logdir))
+
+    def scalars(self, step, values):
+        """Writes each {tag: value}, e.g. {"loss/train": 1.2, "lr/weights": 0.025}."""
+        with self._writer.as_default(step=int(step)):
+            for tag, value in values.items():
+                tf.summary.scalar(tag, float(value))
+
+    def alphas(self, step, probs_by_cell, primitives):
+        """One heatmap image per cell type, tag "alphas/<cell_type>"."""
+        with self._writer.as_default(step=int(step)):
+            for cell_type, probs in probs_by_cell.items():
+                image = alpha_heatmap(probs, primitives,
+                                      f"softmax(alpha), {cell_type} cell, step {int(step)}")
+                tf.summary.image(f"alphas/{cell_type}", image[None], max_outputs=1)
+
+    def genotype(self, step, genotype):
+        """The derived genotype as text ("genotype/text") and picture ("genotype/cells")."""
+        with self._writer.as_default(step=int(step)):
+            tf.summary.text("genotype/text", genotype_markdown(genotype))
+            tf.summary.image("genotype/cells", genotype_image(genotype)[None], max_outputs=1)
+
+    def flush(self):
+        self._writer.flush()
+
+    def close(self):
+        self._writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False

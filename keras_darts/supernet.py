@@ -1,0 +1,145 @@
+"""The DARTS search network (supernet): stem, stacked search cells, classifier.
+
+Architecture parameters (alpha_normal, alpha_reduce: [num_edges, num_ops]) are
+variables of this model but are kept apart from the network weights:
+`arch_variables` and `weight_variables` partition `trainable_variables`, so
+each optimizer only ever sees its own set (specs/darts.md sect. 2).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_darts import ops
+from keras_darts.cells import SearchCell, edge_inputs
+from keras_darts.errors import GenotypeError
+
+
+def reduction_layers(num_layers):
+    """Indices of reduction cells: at 1/3 and 2/3 of the depth."""
+    return sorted({num_layers // 3, 2 * num_layers // 3})
+
+
+class Linear(ops.BuiltLayer):
+    """Dense layer with PyTorch's default init (weights and bias U(+-1/sqrt(fan_in)))."""
+
+    def __init__(self, in_features, out_features, **kwargs):
+        super().__init__(**kwargs)
+        self.in_features = in_features
+        self.out_features = out_features
+        init = ops.TorchUniform(in_features)
+        self.kernel = self.add_weight(shape=(in_features, out_features),
+                                      initializer=init, name="kernel")
+        self.bias = self.add_weight(shape=(out_features,), initializer=init, name="bias")
+
+    def call(self, x):
+        return tf.matmul(x, self.kernel) + self.bias
+
+
+class SearchNetwork(keras.Model):
+    """DARTS supernet.
+
+    Args:
+      num_classes: classifier outputs.
+      channels: C, the channel count of the first cells (doubles at each reduction).
+      num_layers: number of cells (reductions at num_layers//3 and 2*num_layers//3).
+      num_nodes: intermediate nodes per cell.
+      primitives: name of a registered op set, or a sequence of op names.
+      input_shape: (H, W, channels) of the images.
+      stem_multiplier: the stem outputs stem_multiplier * C channels.
+
+    Example:
+      net = SearchNetwork(10)                       # the paper's default supernet
+      logits = net(images, training=True)           # all edges mixed by softmax(alpha)
+      logits = net(images, arch=genotype)           # one discrete architecture
+    """
+
+    def __init__(self, num_classes, channels=16, num_layers=8, num_nodes=4,
+                 primitives="darts", input_shape=(32, 32, 3), stem_multiplier=3, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(primitives, str):
+            primitives = ops.op_set(primitives)
+        self.num_classes = num_classes
+        self.channels = channels
+        self.num_layers = num_layers
+        self.num_nodes = num_nodes
+        self.primitives = tuple(primitives)
+        self.image_shape = tuple(input_shape)
+        self.stem_multiplier = stem_multiplier
+
+        stem_channels = stem_multiplier * channels
+        self.stem_conv = ops.Conv(self.image_shape[-1], stem_channels, 3, padding=1)
+        self.stem_bn = ops.BatchNorm(stem_channels, affine=True)
+        reductions = reduction_layers(num_layers)
+        prev_prev, prev, current = stem_channels, stem_channels, channels
+        self.search_cells = []
+        reduction_prev = False
+        for i in range(num_layers):
+            reduction = i in reductions
+            if reduction:
+                current *= 2
+            cell = SearchCell(num_nodes, prev_prev, prev, current, reduction, reduction_prev,
+                              self.primitives, name=f"cell_{i}")
+            self.search_cells.append(cell)
+            reduction_prev = reduction
+            prev_prev, prev = prev, cell.out_channels
+        self.classifier = Linear(prev, num_classes)
+
+        shape = (len(edge_inputs(num_nodes)), len(self.primitives))
+        alpha_init = keras.initializers.RandomNormal(stddev=1e-3)
+        self.alpha_normal = self.add_weight(shape=shape, initializer=alpha_init,
+                                            name="alpha_normal")
+        self.alpha_reduce = self.add_weight(shape=shape, initializer=alpha_init,
+                                            name="alpha_reduce")
+        self.built = True  # Every variable exists now (see ops.BuiltLayer).
+
+    # -- variables -----------------------------------------------------------
+    @property
+    def arch_variables(self):
+        return [self.alpha_normal, self.alpha_reduce]
+
+    @property
+    def weight_variables(self):
+        arch = {id(v) for v in self.arch_variables}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    def count_weight_params(self):
+        """Number of network weights (excluding alphas and BN moving statistics)."""
+        return int(sum(np.prod(v.shape) for v in self.weight_variables))
+
+    def build_variables(self):
+        """Creates every variable with one tiny eager forward pass (eval mode)."""
+        self(tf.zeros((1,) + self.image_shape), training=False)
+
+    def arch_probabilities(self):
+        """softmax(alpha) per cell type, as numpy arrays [num_edges, num_ops]."""
+        return {"normal": tf.nn.softmax(self.alpha_normal, axis=-1).numpy(),
+                "reduce": tf.nn.softmax(self.alpha_reduce, axis=-1).numpy()}
+
+    # -- forward -------------------------------------------------------------
+    def call(self, images, training=False, arch=None):
+        if arch is not None:
+            self._check_arch(arch)
+        weights = {False: tf.nn.softmax(self.alpha_normal, axis=-1),
+                   True: tf.nn.softmax(self.alpha_reduce, axis=-1)}
+        s0 = s1 = self.stem_bn(self.stem_conv(images), training=training)
+        for cell in self.search_cells:
+            cell_arch = None if arch is None else arch.cell(cell.reduction)
+            out = cell(s0, s1, weights=weights[cell.reduction], arch=cell_arch, training=training)
+            s0, s1 = s1, out
+        pooled = tf.reduce_mean(s1, axis=(1, 2))
+        return self.classifier(pooled)
+
+    def _check_arch(self, genotype):
+        if genotype.num_nodes != self.num_nodes:
+            raise GenotypeError(f"genotype has {genotype.num_nodes} nodes, supernet has "
+                                f"{self.num_nodes}")
+        for reduction in (False, True):
+            pairs, concat = genotype.cell(reduction)
+            if tuple(concat) != tuple(range(2, 2 + self.num_nodes)):
+                raise GenotypeError("a supernet can only run genotypes that concat every "
+                                    f"intermediate node, got concat {list(concat)}")
+            unknown = sorted({op for op, _ in pairs} - set(self.primitives))
+            if unknown:
+                raise GenotypeError(f"genotype ops {unknown} are not candidates of this "
+                                    f"supernet ({list(self.primitives)})")

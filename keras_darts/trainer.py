@@ -1,0 +1,246 @@
+"""The search loop: data -> supernet -> bilevel steps -> genotype, with checkpoints.
+
+`run_search(config)` is what `python -m keras_darts.search` runs.  Every epoch
+it evaluates the supernet on search-val, derives a genotype, writes it with the
+alphas and TensorBoard summaries, and saves a checkpoint (weights, alphas,
+both optimizers, epoch) so `--resume` loses at most the running epoch.
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from keras_darts import data as data_lib
+from keras_darts import genotype as genotype_lib
+from keras_darts import runtime, selection
+from keras_darts.config import SearchConfig
+from keras_darts.errors import ConfigError, TrainingDivergedError
+from keras_darts.search_step import BilevelSearch, SearchHParams, cosine_lr
+from keras_darts.summaries import EpochWriter
+from keras_darts.supernet import SearchNetwork, reduction_layers
+
+
+def _hparams(config):
+    return SearchHParams(
+        w_lr=config.w_lr, w_lr_min=config.w_lr_min, w_momentum=config.w_momentum,
+        w_weight_decay=config.w_weight_decay, w_grad_clip=config.w_grad_clip,
+        a_lr=config.a_lr, a_beta_1=config.a_beta_1, a_beta_2=config.a_beta_2,
+        a_weight_decay=config.a_weight_decay)
+
+
+def _write_json(path, payload):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _format_duration(seconds):
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _Paths:
+    """Where a search run writes (all under config.output_dir)."""
+
+    def __init__(self, root):
+        self.root = root
+        self.config = os.path.join(root, "config.json")
+        self.genotype = os.path.join(root, "genotype.json")
+        self.results = os.path.join(root, "results.json")
+        self.genotypes = os.path.join(root, "genotypes")
+        self.alphas = os.path.join(root, "alphas")
+        self.checkpoints = os.path.join(root, "checkpoints")
+        self.tensorboard = os.path.join(root, "tensorboard")
+
+    def make(self):
+        for d in (self.genotypes, self.alphas, self.checkpoints, self.tensorboard):
+            os.makedirs(d, exist_ok=True)
+
+
+def _check_output_dir(config, paths, resume):
+    """Refuses to overwrite an earlier search unless resuming it."""
+    has_checkpoint = tf.train.latest_checkpoint(paths.checkpoints) is not None
+    if resume and not has_checkpoint:
+        raise ConfigError(f"--resume: no checkpoint found in {paths.checkpoints}")
+    if not resume and (has_checkpoint or os.path.exists(paths.genotype)):
+        raise ConfigError(f"--output_dir {paths.root} already holds a search; pass --resume "
+                          "to continue it or choose another --output_dir")
+    if resume and os.path.exists(paths.config):
+        config.check_resumable_from(SearchConfig.load(paths.config))
+
+
+class SearchRun:
+    """One search: owns the strategy, model, step function, data and outputs."""
+
+    def __init__(self, config, resume=False):
+        self.config = config
+        self.paths = _Paths(config.output_dir)
+        self.resume = resume
+
+    # -- setup ---------------------------------------------------------------
+    def prepare(self):
+        """Validates everything that can be wrong BEFORE writing any output."""
+        cfg = self.config
+        if cfg.w_lr_min > cfg.w_lr:
+            raise ConfigError(f"--w_lr_min ({cfg.w_lr_min}) must not exceed --w_lr ({cfg.w_lr})")
+        if cfg.channels % 2:
+            raise ConfigError(f"--channels must be even (FactorizedReduce halves it), "
+                              f"got {cfg.channels}")
+        _check_output_dir(cfg, self.paths, self.resume)
+        runtime.configure_graph_optimizer(cfg.graph_optimizer)
+        self.strategy = runtime.make_strategy(cfg.strategy)
+        self.data = data_lib.load_search_data(
+            cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
+            image_size=cfg.image_size or None, seed=cfg.seed,
+            crop_padding=None if cfg.crop_padding < 0 else cfg.crop_padding,
+            eval_batch_size=cfg.eval_batch_size or None)
+        info = self.data.info
+        data_lib.check_image_size(min(info.image_shape[:2]), len(reduction_layers(cfg.layers)))
+        self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(cfg.batch_size)
+
+    def build(self):
+        cfg, info = self.config, self.data.info
+        keras.utils.set_random_seed(cfg.seed)
+        with self.strategy.scope():
+            self.model = SearchNetwork(
+                info.num_classes, channels=cfg.channels, num_layers=cfg.layers,
+                num_nodes=cfg.nodes, primitives=cfg.primitives,
+                input_shape=info.image_shape, stem_multiplier=cfg.stem_multiplier)
+            self.search = BilevelSearch(self.model, self.strategy, cfg.batch_size,
+                                        _hparams(cfg))
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, weight_optimizer=self.search.weight_optimizer,
+            arch_optimizer=self.search.arch_optimizer, epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.paths.checkpoints,
+                                                  max_to_keep=cfg.keep_checkpoints)
+
+    def restore(self):
+        path = self.manager.latest_checkpoint
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        logging.info("resumed from %s (epoch %d done)", path, int(self.epoch.numpy()))
+
+    # -- loop ----------------------------------------------------------------
+    def run(self):
+        self.prepare()
+        self.paths.make()
+        if not self.resume:
+            self.config.save(self.paths.config)
+        self.build()
+        if self.resume:
+            self.restore()
+        cfg = self.config
+        logging.info("supernet: %d weights, alphas 2 x %s; %d steps/epoch, %d epochs; "
+                     "dataset %s %s, %d classes", self.model.count_weight_params(),
+                     tuple(self.model.alpha_normal.shape), self.steps_per_epoch, cfg.epochs,
+                     self.data.info.name, self.data.info.image_shape,
+                     self.data.info.num_classes)
+        train_iter = iter(self.search.distribute(self.data.search_train))
+        val_iter = iter(self.search.distribute(self.data.search_val))
+        start_epoch = int(self.epoch.numpy())
+        run_start = time.time()
+        with EpochWriter(self.paths.tensorboard) as writer:
+            for epoch in range(start_epoch, cfg.epochs):
+                self._run_epoch(epoch, train_iter, val_iter, writer, run_start, start_epoch)
+            return self._finish(writer)
+
+    def _run_epoch(self, epoch, train_iter, val_iter, writer, run_start, start_epoch):
+        cfg = self.config
+        lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
+        self.search.set_weight_lr(lr)
+        epoch_start = time.time()
+        totals = {}
+        for step in range(self.steps_per_epoch):
+            metrics = {k: float(v) for k, v in
+                       self.search.step(next(train_iter), next(val_iter)).items()}
+            self._check_finite(metrics, epoch, step)
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + v
+            if cfg.log_every and (step + 1) % cfg.log_every == 0:
+                logging.info("epoch %d/%d step %d/%d: train loss %.4f acc %.3f | "
+                             "val loss %.4f acc %.3f | %.2f s/step", epoch + 1, cfg.epochs,
+                             step + 1, self.steps_per_epoch, metrics["loss/train"],
+                             metrics["accuracy/train"], metrics["loss/val"],
+                             metrics["accuracy/val"], (time.time() - epoch_start) / (step + 1))
+        means = {f"search/{k}": v / self.steps_per_epoch for k, v in totals.items()}
+        val_loss, val_acc = self.evaluate(self.data.search_val_eval)
+        result = selection.select(cfg.selection, self.model)
+        epoch_time = time.time() - epoch_start
+        self._write_epoch(epoch, result, means, val_loss, val_acc, lr, writer)
+        self.epoch.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+        done = epoch + 1 - start_epoch
+        eta = (time.time() - run_start) / done * (cfg.epochs - epoch - 1)
+        logging.info("epoch %d/%d: train loss %.4f acc %.3f | search-val (eval mode) loss "
+                     "%.4f acc %.3f | lr %.5f | %s, ETA %s", epoch + 1, cfg.epochs,
+                     means["search/loss/train"], means["search/accuracy/train"], val_loss,
+                     val_acc, lr, _format_duration(epoch_time), _format_duration(eta))
+
+    @staticmethod
+    def _check_finite(metrics, epoch, step):
+        bad = [k for k in ("loss/train", "loss/val") if not math.isfinite(metrics[k])]
+        if bad:
+            raise TrainingDivergedError(
+                f"{' and '.join(bad)} became {metrics[bad[0]]} at epoch {epoch + 1}, step "
+                f"{step + 1}; stopped without saving this epoch (the last good checkpoint is "
+                "kept). Try a lower --w_lr or --a_lr, or check the input data.")
+
+    def evaluate(self, dataset):
+        """Eval-mode (running BN statistics) mean loss and accuracy over `dataset`."""
+        loss_sum = correct = count = 0.0
+        for batch in self.search.distribute(dataset):
+            batch_loss, batch_correct, batch_count = self.search.evaluate(batch)
+            loss_sum += float(batch_loss)
+            correct += float(batch_correct)
+            count += float(batch_count)
+        return loss_sum / max(count, 1.0), correct / max(count, 1.0)
+
+    def _write_epoch(self, epoch, result, means, val_loss, val_acc, lr, writer):
+        number = epoch + 1
+        genotype_lib.save(result.genotype,
+                          os.path.join(self.paths.genotypes, f"epoch_{number:03d}.json"))
+        probs = self.model.arch_probabilities()
+        _write_json(os.path.join(self.paths.alphas, f"epoch_{number:03d}.json"), {
+            "primitives": list(self.model.primitives),
+            "alpha": {"normal": self.model.alpha_normal.numpy().tolist(),
+                      "reduce": self.model.alpha_reduce.numpy().tolist()},
+            "softmax": {cell: p.tolist() for cell, p in probs.items()},
+            "selection": self.config.selection, "scores": result.scores})
+        writer.scalars(number, {**means, "eval/search_val_loss": val_loss,
+                                "eval/search_val_accuracy": val_acc, "lr/weights": lr,
+                                "lr/alphas": self.config.a_lr})
+        writer.alphas(number, probs, self.model.primitives)
+        writer.genotype(number, result.genotype)
+        writer.flush()
+
+    def _finish(self, writer):
+        cfg = self.config
+        result = selection.select(cfg.selection, self.model)
+        genotype_lib.save(result.genotype, self.paths.genotype)
+        test_loss, test_acc = self.evaluate(self.data.test)
+        summary = {"genotype": result.genotype.to_json_dict(), "test_loss": test_loss,
+                   "test_accuracy": test_acc, "epochs": cfg.epochs,
+                   "weight_params": self.model.count_weight_params(),
+                   "num_classes": self.data.info.num_classes}
+        _write_json(self.paths.results, summary)
+        writer.scalars(cfg.epochs, {"eval/test_loss": test_loss, "eval/test_accuracy": test_acc})
+        writer.flush()
+        logging.info("search done: supernet test accuracy %.4f (chance %.3f), loss %.4f; "
+                     "genotype written to %s", test_acc, 1.0 / self.data.info.num_classes,
+                     test_loss, self.paths.genotype)
+        return summary
+
+
+def run_search(config, resume=False):
+    """Runs (or resumes) the search described by `config`; returns the results dict."""
+    return SearchRun(config, resume=resume).run()
