@@ -46,9 +46,10 @@ class SearchConfig:
     log_every: int = 50
     keep_checkpoints: int = 3
 
-    # Fields that must match when resuming (they shape the model or its meaning).
-    RESUME_KEYS = ("dataset", "image_size", "channels", "layers", "nodes", "primitives",
-                   "stem_multiplier", "epochs", "batch_size", "order")
+    # Fields that must match when resuming: they shape the model or the data.
+    # (--epochs may grow: resuming with more epochs extends a finished search.)
+    RESUME_KEYS = ("dataset", "data_dir", "image_size", "channels", "layers", "nodes",
+                   "primitives", "stem_multiplier", "batch_size", "order", "seed")
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)

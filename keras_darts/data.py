@@ -526,6 +526,11 @@ def _reshuffled_forever(ds, buffer, seed):
     """
 
     def epoch(index):
+        # The order must depend on `seed` alone: with a global seed set (e.g. by
+        # keras.utils.set_random_seed) tf.data would mix it in, and its seed check
+        # cannot handle the tensor seed used here.  This graph is the flat_map
+        # function's own, so clearing its seed affects nothing else.
+        tf.compat.v1.get_default_graph().seed = None
         return ds.shuffle(buffer, seed=seed + index, reshuffle_each_iteration=False)
 
     forever = tf.data.Dataset.counter().flat_map(epoch)

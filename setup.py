@@ -1,0 +1,29 @@
+"""keras_darts: differentiable architecture search (DARTS family) in Keras 3 / TF 2."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="keras_darts",
+    version="0.1.0",
+    description="Differentiable neural architecture search (DARTS family) in TensorFlow 2 / Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_darts", "keras_darts.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.18,<3",
+        "keras>=3.8,<4",
+        "tensorflow-datasets>=4.9",
+        # tensorflow-datasets 4.9.x imports it without declaring it (NOTES_TF.md).
+        "importlib_resources",
+        "numpy",
+        "absl-py",
+        # TF 2.21 no longer pulls TensorBoard in.
+        "tensorboard",
+        # The offline default dataset: the 1,797 real 8x8 digits inside its wheel.
+        "scikit-learn",
+        # TensorBoard pictures: alpha heatmaps and drawn cells.
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+)

@@ -1,0 +1,117 @@
+"""The search CLI end to end on tiny configs, bad input, flagfiles, NaN handling."""
+
+import glob
+import json
+import os
+
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import flagsaver
+
+from conftest import REPO, run_module
+from keras_darts import cli_flags, genotype as genotype_lib
+from keras_darts.config import SearchConfig
+from keras_darts.errors import TrainingDivergedError
+from keras_darts.search_step import BilevelSearch
+from keras_darts.trainer import run_search
+
+TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_size=16",
+        "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1"]
+
+
+def _event_tags(logdir):
+    tags = set()
+    for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+@pytest.mark.slow
+def test_search_end_to_end_then_resume(tmp_path):
+    out = str(tmp_path / "run")
+    first = run_module("keras_darts.search", *TINY, "--epochs=1", f"--output_dir={out}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "epoch 1/1" in first.stderr and "ETA" in first.stderr
+    genotype = genotype_lib.load(os.path.join(out, "genotype.json"))
+    assert len(genotype.normal) == 4 and len(genotype.reduce) == 4
+    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-1.index"))
+    tags = _event_tags(os.path.join(out, "tensorboard"))
+    assert {"search/loss/train", "search/accuracy/val", "eval/search_val_accuracy",
+            "lr/weights", "alphas/normal", "alphas/reduce", "genotype/text",
+            "genotype/cells", "eval/test_accuracy"} <= tags
+    alphas = json.load(open(os.path.join(out, "alphas", "epoch_001.json")))
+    assert len(alphas["softmax"]["normal"]) == 5  # 2 nodes -> 2 + 3 edges.
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+
+    again = run_module("keras_darts.search", *TINY, "--epochs=1", f"--output_dir={out}")
+    assert again.returncode == 2 and "already holds a search" in again.stderr
+
+    resumed = run_module("keras_darts.search", *TINY, "--epochs=2", "--resume",
+                         f"--output_dir={out}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "epoch 2/2" in resumed.stderr
+    assert "epoch 1/2" not in resumed.stderr  # Epoch 1 was not run again.
+    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-2.index"))
+    assert json.load(open(os.path.join(out, "alphas", "epoch_001.json"))) == alphas
+    assert os.path.exists(os.path.join(out, "alphas", "epoch_002.json"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layers=0"], "layers"),
+    (["--selection=bogus"], "selection"),
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["--dataset=folder:/does/not/exist"], "/does/not/exist"),
+    (["--dataset=mnist"], "digits"),
+    (["--dataset=tfds:cifar10", "--data_dir=/nonexistent_tfds"], "cifar10"),
+    (["--image_size=2", "--layers=8"], "--image_size"),
+    (["--channels=5"], "--channels"),
+])
+def test_bad_input_exits_nonzero_before_writing(tmp_path, args, message):
+    out = tmp_path / "run"
+    result = run_module("keras_darts.search", *TINY, "--epochs=1", f"--output_dir={out}",
+                        *args, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not out.exists()
+
+
+def test_every_flagfile_parses():
+    paths = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
+    assert any(p.endswith("quickstart.cfg") for p in paths)
+    configs = {}
+    for path in paths:
+        with flagsaver.flagsaver():
+            flags.FLAGS.unparse_flags()
+            flags.FLAGS(["search", f"--flagfile={path}"])
+            configs[os.path.basename(path)] = cli_flags.to_search_config()
+    paper = configs["darts_cifar10.cfg"]
+    assert (paper.dataset, paper.epochs, paper.channels, paper.layers, paper.batch_size) == \
+        ("tfds:cifar10", 50, 16, 8, 64)
+    assert configs["quickstart.cfg"].dataset == "digits"
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
+                          batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=3,
+                          log_every=0)
+    real_step = BilevelSearch.step
+    calls = {"n": 0}
+
+    def step_then_nan(self, train_batch, val_batch):
+        calls["n"] += 1
+        metrics = dict(real_step(self, train_batch, val_batch))
+        if calls["n"] == 3:  # The first step of epoch 2.
+            metrics["loss/train"] = tf.constant(float("nan"))
+        return metrics
+
+    monkeypatch.setattr(BilevelSearch, "step", step_then_nan)
+    with pytest.raises(TrainingDivergedError, match="loss/train became nan at epoch 2"):
+        run_search(config)
+    checkpoints = os.path.join(config.output_dir, "checkpoints")
+    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-1")
+    assert not os.path.exists(os.path.join(config.output_dir, "genotype.json"))
+    reader = tf.train.load_checkpoint(checkpoints)
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
