@@ -89,6 +89,20 @@ class TorchUniform(keras.initializers.Initializer):
         return {"fan_in": self.fan_in}
 
 
+class NumpyNormal(keras.initializers.Initializer):
+    """N(0, stddev^2) from NumPy's global RNG: a fresh draw on every call (an
+    unseeded Keras initializer repeats its values when reused)."""
+
+    def __init__(self, stddev):
+        self.stddev = stddev
+
+    def __call__(self, shape, dtype=None):
+        return np.random.normal(0.0, self.stddev, size=shape).astype(dtype or "float32")
+
+    def get_config(self):
+        return {"stddev": self.stddev}
+
+
 class BuiltLayer(keras.layers.Layer):
     """Base of every layer here: weights are created in `__init__` (all shapes
     follow from the channel counts), so the layer is built from the start and

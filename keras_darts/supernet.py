@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_darts import genotype as genotype_lib
 from keras_darts import ops
 from keras_darts.cells import SearchCell, edge_inputs
 from keras_darts.errors import GenotypeError
@@ -86,7 +87,7 @@ class SearchNetwork(keras.Model):
         self.classifier = Linear(prev, num_classes)
 
         shape = (len(edge_inputs(num_nodes)), len(self.primitives))
-        alpha_init = keras.initializers.RandomNormal(stddev=1e-3)
+        alpha_init = ops.NumpyNormal(stddev=1e-3)  # Two independent draws (reference).
         self.alpha_normal = self.add_weight(shape=shape, initializer=alpha_init,
                                             name="alpha_normal")
         self.alpha_reduce = self.add_weight(shape=shape, initializer=alpha_init,
@@ -131,15 +132,15 @@ class SearchNetwork(keras.Model):
         return self.classifier(pooled)
 
     def _check_arch(self, genotype):
+        """Raises GenotypeError unless this supernet can run `genotype` as it is."""
         if genotype.num_nodes != self.num_nodes:
             raise GenotypeError(f"genotype has {genotype.num_nodes} nodes, supernet has "
                                 f"{self.num_nodes}")
+        # Same checks as a genotype file (input indices, op names), against our ops.
+        genotype_lib.from_json_dict(genotype.to_json_dict(), known_ops=self.primitives,
+                                    where="genotype for this supernet")
         for reduction in (False, True):
-            pairs, concat = genotype.cell(reduction)
+            _, concat = genotype.cell(reduction)
             if tuple(concat) != tuple(range(2, 2 + self.num_nodes)):
                 raise GenotypeError("a supernet can only run genotypes that concat every "
                                     f"intermediate node, got concat {list(concat)}")
-            unknown = sorted({op for op, _ in pairs} - set(self.primitives))
-            if unknown:
-                raise GenotypeError(f"genotype ops {unknown} are not candidates of this "
-                                    f"supernet ({list(self.primitives)})")

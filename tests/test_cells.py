@@ -187,9 +187,6 @@ def test_discrete_network_rejects_wrong_node_count(tiny_net):
         tiny_net(rand(2, 8, 8, 3), arch=DARTS_V2)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="SearchNetwork._check_arch does not validate input "
-                   "indices: node 0 reading state 3 raises KeyError from SearchCell "
-                   "instead of GenotypeError")
 def test_discrete_network_rejects_bad_input_index(tiny_net):
     bad = genotype2(normal=(("sep_conv_3x3", 3),) + PAIRS[1:])  # node 0 may read 0..1
     with pytest.raises(GenotypeError):

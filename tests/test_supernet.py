@@ -1,4 +1,4 @@
-"""Tests for keras_darts.supernet: faithfulness of the DARTS supernet (specs/darts.md sect. 2, 7)."""
+"""Tests for keras_darts.supernet: faithfulness of the search supernet (spec sect. 2, 7)."""
 
 import keras
 import numpy as np
@@ -74,10 +74,6 @@ def test_alpha_init(darts_net):
     np.testing.assert_allclose(probs["normal"], 1 / 8, atol=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="supernet.py SearchNetwork.__init__ reuses ONE "
-                   "keras.initializers.RandomNormal instance for alpha_normal and alpha_reduce; "
-                   "an unseeded Keras 3 initializer fixes its seed at construction, so both "
-                   "alphas get identical values (reference: two independent 1e-3*randn draws)")
 def test_alpha_normal_and_reduce_are_independent_draws(darts_net):
     a_n = darts_net.alpha_normal.numpy()
     a_r = darts_net.alpha_reduce.numpy()
