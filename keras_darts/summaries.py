@@ -64,9 +64,9 @@ def alpha_heatmap(probs, primitives, title=""):
     """Heatmap of softmax(alpha) for one cell type: rows = edges, columns = ops.
 
     `probs` is [num_edges, num_ops] (numpy or an eager tensor).  Each cell is
-    annotated with its value, so the colour scale (0 .. largest value, to keep
-    contrast early in the search when all values are near 1/num_ops) only
-    guides the eye.  Returns a uint8 RGB image [H, W, 3].
+    annotated with its value, so the colour scale (smallest .. largest value,
+    to keep contrast early in the search when all values are near 1/num_ops)
+    only guides the eye.  Returns a uint8 RGB image [H, W, 3].
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2:
@@ -82,9 +82,10 @@ def alpha_heatmap(probs, primitives, title=""):
                  dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
     finite = probs[np.isfinite(probs)]  # A diverged alpha still renders, as "nan".
-    vmax = max(float(finite.max()), 1e-6) if finite.size else 1.0
-    mesh = ax.imshow(probs, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
-    _annotate_cells(ax, probs, vmax)
+    vmin = float(finite.min()) if finite.size else 0.0
+    vmax = max(float(finite.max()), vmin + 1e-6) if finite.size else 1.0
+    mesh = ax.imshow(probs, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    _annotate_cells(ax, probs, vmin, vmax)
     ax.set_xticks(range(num_ops), primitives, rotation=45, ha="right",
                   rotation_mode="anchor", fontsize=8)
     ax.set_yticks(range(num_edges), rows, fontsize=8)
@@ -96,11 +97,11 @@ def alpha_heatmap(probs, primitives, title=""):
     return _to_image(fig)
 
 
-def _annotate_cells(ax, probs, vmax):
+def _annotate_cells(ax, probs, vmin, vmax):
     # Dark text on the bright end of viridis, white on the dark end.
     for (row, col), value in np.ndenumerate(probs):
-        bright = np.isfinite(value) and value > 0.6 * vmax
-        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+        bright = np.isfinite(value) and value > vmin + 0.6 * (vmax - vmin)
+        ax.text(col, row, f"{value:.3f}", ha="center", va="center", fontsize=7,
                 color="black" if bright else "white")
 
 
