@@ -32,6 +32,11 @@ def main(argv):
         logging.error("%s", e)
         print(f"keras_darts.search: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("keras_darts.search: interrupted; the last finished epoch is checkpointed in "
+              f"{config.output_dir}/checkpoints: rerun with --resume to continue",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
