@@ -49,6 +49,13 @@ def _format_duration(seconds):
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _eta(epoch_times, remaining):
+    """Seconds left; the first epoch of a process includes tracing, so it is
+    only used while nothing better is known."""
+    typical = epoch_times[1:] or epoch_times
+    return sum(typical) / len(typical) * remaining
+
+
 class _Paths:
     """Where a search run writes (all under config.output_dir)."""
 
@@ -147,14 +154,13 @@ class SearchRun:
                      self.data.info.num_classes)
         train_iter = iter(self.search.distribute(self.data.search_train))
         val_iter = iter(self.search.distribute(self.data.search_val))
-        start_epoch = int(self.epoch.numpy())
-        run_start = time.time()
+        self._epoch_times = []
         with EpochWriter(self.paths.tensorboard) as writer:
-            for epoch in range(start_epoch, cfg.epochs):
-                self._run_epoch(epoch, train_iter, val_iter, writer, run_start, start_epoch)
+            for epoch in range(int(self.epoch.numpy()), cfg.epochs):
+                self._run_epoch(epoch, train_iter, val_iter, writer)
             return self._finish(writer)
 
-    def _run_epoch(self, epoch, train_iter, val_iter, writer, run_start, start_epoch):
+    def _run_epoch(self, epoch, train_iter, val_iter, writer):
         cfg = self.config
         lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
         self.search.set_weight_lr(lr)
@@ -179,8 +185,8 @@ class SearchRun:
         self._write_epoch(epoch, result, means, val_loss, val_acc, lr, writer)
         self.epoch.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
-        done = epoch + 1 - start_epoch
-        eta = (time.time() - run_start) / done * (cfg.epochs - epoch - 1)
+        self._epoch_times.append(time.time() - epoch_start)
+        eta = _eta(self._epoch_times, cfg.epochs - epoch - 1)
         logging.info("epoch %d/%d: train loss %.4f acc %.3f | search-val (eval mode) loss "
                      "%.4f acc %.3f | lr %.5f | %s, ETA %s", epoch + 1, cfg.epochs,
                      means["search/loss/train"], means["search/accuracy/train"], val_loss,
