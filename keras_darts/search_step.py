@@ -87,6 +87,10 @@ class BilevelSearch:
         """One search step; returns global-mean metrics as scalar tensors."""
         return self._step(train_batch, val_batch)
 
+    def step_graph(self, train_batch, val_batch):
+        """The traced graph of `step` for these batch shapes (for analysis tools)."""
+        return self._step.get_concrete_function(train_batch, val_batch).graph
+
     def evaluate(self, batch):
         """Eval-mode loss sum, correct count and example count over a global batch."""
         return self._evaluate(batch)

@@ -5,7 +5,9 @@
 Uses the same `BilevelSearch.step` as `python -m keras_darts.search` and prints
 one JSON line.  trace_s = process launch to the first finished step (imports,
 model build, tracing, graph optimisation, first step); peak_rss_mb from
-`resource.getrusage`.
+`resource.getrusage`; gflop_per_step is counted on the traced step graph (TF's
+registered per-op FLOP statistics, plus our count for the depthwise-conv gradient
+ops TF has none for; element-wise ops such as BN and ReLU are not counted).
 """
 
 import argparse
@@ -21,11 +23,52 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tensorflow.python.framework import ops as tf_ops  # noqa: E402  (FLOP statistics)
 
 from keras_darts import runtime  # noqa: E402
 from keras_darts.search_step import BilevelSearch  # noqa: E402
 from keras_darts.supernet import SearchNetwork  # noqa: E402
+
+
+def _depthwise_grad_flops(op):
+    """2 * (elements of the output gradient) * kh * kw, as the forward conv."""
+    out_grad = op.inputs[2].shape
+    kernel = op.inputs[1].shape if op.type.endswith("Input") else op.outputs[0].shape
+    return 2 * int(np.prod(out_grad)) * int(kernel[0]) * int(kernel[1])
+
+
+def _executed_ops(graph):
+    """Ops that run: those the outputs or a side effect (an op without outputs,
+    e.g. a variable update) depend on.  Gradient functions also emit gradients
+    nobody asked for (e.g. conv filter gradients in the alpha phase); Grappler
+    prunes them before execution, so they must not be counted."""
+    seeds = [t.op for t in graph.outputs] + [op for op in graph.get_operations()
+                                             if not op.outputs]
+    seen, stack = set(), list(seeds)
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return [op for op in graph.get_operations() if op.name in seen]
+
+
+def count_gflop(graph):
+    """FLOPs of one execution of `graph`, in GFLOP (2 per multiply-add)."""
+    total = 0
+    for op in _executed_ops(graph):
+        if op.type.startswith("DepthwiseConv2dNativeBackprop"):
+            total += _depthwise_grad_flops(op)
+            continue
+        try:
+            total += tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value or 0
+        except (ValueError, TypeError):  # No statistics registered for this op.
+            pass
+    return total / 1e9
 
 
 def parse_args(argv=None):
@@ -36,7 +79,8 @@ def parse_args(argv=None):
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after the first",
+                        choices=range(1, 10001), metavar="N")
     parser.add_argument("--order", choices=["first"], default="first")
     parser.add_argument("--graph_optimizer", choices=runtime.GRAPH_OPTIMIZER_MODES,
                         default="auto")
@@ -56,19 +100,23 @@ def main(argv=None):
              tf.random.uniform((args.batch,), 0, args.classes, tf.int32))
     float(search.step(batch, batch)["loss/train"])
     trace_s = time.time() - LAUNCH
+    gflop = count_gflop(search.step_graph(batch, batch))
     times = []
     for _ in range(args.steps):
         start = time.time()
         float(search.step(batch, batch)["loss/train"])
         times.append(time.time() - start)
+    median = statistics.median(times) if times else None
     print(json.dumps({
         "impl": "keras_darts", "tf": tf.__version__, "keras": keras.__version__,
         "batch": args.batch, "channels": args.channels, "layers": args.layers,
         "order": args.order, "trace_s": round(trace_s, 2),
-        "step_s_median": round(statistics.median(times), 3) if times else None,
+        "step_s_median": round(median, 3) if times else None,
         "step_s_min": round(min(times), 3) if times else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "params": model.count_weight_params()}))
+        "params": model.count_weight_params(),
+        "gflop_per_step": round(gflop, 4),
+        "gflops_achieved": round(gflop / median, 4) if times else None}))
 
 
 if __name__ == "__main__":
