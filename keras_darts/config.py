@@ -5,6 +5,7 @@ import json
 import os
 
 from keras_darts.errors import ConfigError
+from keras_darts.search_step import SearchHParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,15 +32,16 @@ class SearchConfig:
     order: str = "first"
     selection: str = "magnitude"
     seed: int = 2
-    w_lr: float = 0.025
-    w_lr_min: float = 0.001
-    w_momentum: float = 0.9
-    w_weight_decay: float = 3e-4
-    w_grad_clip: float = 5.0
-    a_lr: float = 3e-4
-    a_beta_1: float = 0.5
-    a_beta_2: float = 0.999
-    a_weight_decay: float = 1e-3
+    # Optimisers: defaults are SearchHParams' (the reference values).
+    w_lr: float = SearchHParams.w_lr
+    w_lr_min: float = SearchHParams.w_lr_min
+    w_momentum: float = SearchHParams.w_momentum
+    w_weight_decay: float = SearchHParams.w_weight_decay
+    w_grad_clip: float = SearchHParams.w_grad_clip
+    a_lr: float = SearchHParams.a_lr
+    a_beta_1: float = SearchHParams.a_beta_1
+    a_beta_2: float = SearchHParams.a_beta_2
+    a_weight_decay: float = SearchHParams.a_weight_decay
     # Runtime.
     strategy: str = "default"
     graph_optimizer: str = "auto"
@@ -50,6 +52,13 @@ class SearchConfig:
     # (--epochs may grow: resuming with more epochs extends a finished search.)
     RESUME_KEYS = ("dataset", "data_dir", "image_size", "channels", "layers", "nodes",
                    "primitives", "stem_multiplier", "batch_size", "order", "seed")
+
+    def hparams(self):
+        """The optimiser settings as the search step takes them (fields without a
+        flag, such as Adam's epsilon, keep SearchHParams' defaults)."""
+        return SearchHParams(**{f.name: getattr(self, f.name)
+                                for f in dataclasses.fields(SearchHParams)
+                                if f.name in self.__dataclass_fields__})
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)

@@ -112,29 +112,31 @@ class BilevelSearch:
             return grads
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
 
-    def _arch_update(self, images, labels):
-        """Adam step on alphas, gradient of the val loss w.r.t. alphas only."""
-        arch_vars = [v.value for v in self.model.arch_variables]
+    def _loss_and_grads(self, images, labels, variables):
+        """Train-mode loss on one batch and its all-reduced gradient w.r.t. `variables` only."""
+        variables = [v.value for v in variables]  # The tf.Variables behind Keras variables.
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(arch_vars)
+            tape.watch(variables)
             logits = self.model(images, training=True)
             loss = self._mean_loss(labels, logits)
-        grads = self._all_reduce(tape.gradient(loss, arch_vars))
+        grads = self._all_reduce(tape.gradient(loss, variables))
+        return loss, _correct(labels, logits), grads
+
+    def _arch_update(self, images, labels):
+        """Adam step on alphas with the gradient of the val loss w.r.t. alphas."""
+        arch_vars = self.model.arch_variables
+        loss, correct, grads = self._loss_and_grads(images, labels, arch_vars)
         self.arch_optimizer.apply(grads, arch_vars)
-        return loss, _correct(labels, logits)
+        return loss, correct
 
     def _weight_update(self, images, labels):
-        """SGD step on weights, gradient of the train loss w.r.t. weights only."""
-        weight_vars = [v.value for v in self.model.weight_variables]
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(weight_vars)
-            logits = self.model(images, training=True)
-            loss = self._mean_loss(labels, logits)
-        grads = self._all_reduce(tape.gradient(loss, weight_vars))
+        """SGD step on weights with the gradient of the train loss w.r.t. weights."""
+        weight_vars = self.model.weight_variables
+        loss, correct, grads = self._loss_and_grads(images, labels, weight_vars)
         # Clip by the global norm of the full-batch gradient, before L2 (reference order).
         grads, grad_norm = tf.clip_by_global_norm(grads, self.hparams.w_grad_clip)
         self.weight_optimizer.apply(grads, weight_vars)
-        return loss, _correct(labels, logits), grad_norm
+        return loss, correct, grad_norm
 
     def _replica_step(self, train_batch, val_batch):
         val_loss, val_correct = self._arch_update(*val_batch)

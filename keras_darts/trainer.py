@@ -21,17 +21,9 @@ from keras_darts import genotype as genotype_lib
 from keras_darts import runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError, TrainingDivergedError
-from keras_darts.search_step import BilevelSearch, SearchHParams, cosine_lr
+from keras_darts.search_step import BilevelSearch, cosine_lr
 from keras_darts.summaries import EpochWriter
 from keras_darts.supernet import SearchNetwork, reduction_layers
-
-
-def _hparams(config):
-    return SearchHParams(
-        w_lr=config.w_lr, w_lr_min=config.w_lr_min, w_momentum=config.w_momentum,
-        w_weight_decay=config.w_weight_decay, w_grad_clip=config.w_grad_clip,
-        a_lr=config.a_lr, a_beta_1=config.a_beta_1, a_beta_2=config.a_beta_2,
-        a_weight_decay=config.a_weight_decay)
 
 
 def _write_json(path, payload):
@@ -124,7 +116,7 @@ class SearchRun:
                 num_nodes=cfg.nodes, primitives=cfg.primitives,
                 input_shape=info.image_shape, stem_multiplier=cfg.stem_multiplier)
             self.search = BilevelSearch(self.model, self.strategy, cfg.batch_size,
-                                        _hparams(cfg))
+                                        cfg.hparams())
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, weight_optimizer=self.search.weight_optimizer,
