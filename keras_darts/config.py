@@ -2,9 +2,9 @@
 
 import dataclasses
 import json
-import os
 
 from keras_darts.errors import ConfigError
+from keras_darts.fileio import atomic_write_text
 from keras_darts.search_step import SearchHParams
 
 
@@ -64,10 +64,7 @@ class SearchConfig:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
 
     def save(self, path):
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_json() + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path):

@@ -13,6 +13,7 @@ import json
 import os
 
 from keras_darts.errors import GenotypeError
+from keras_darts.fileio import atomic_write_text
 
 EDGES_PER_NODE = 2
 _KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
@@ -132,10 +133,7 @@ def load(path, known_ops=None):
 
 def save(genotype, path):
     """Writes `genotype` as JSON atomically (a crash never leaves half a file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(genotype.to_json())
-    os.replace(tmp, path)
+    atomic_write_text(path, genotype.to_json())
 
 
 def _pairs(text):

@@ -6,13 +6,11 @@ alphas and TensorBoard summaries, and saves a checkpoint (weights, alphas,
 both optimizers, epoch) so `--resume` loses at most the running epoch.
 """
 
-import json
 import math
 import os
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -21,17 +19,10 @@ from keras_darts import genotype as genotype_lib
 from keras_darts import runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError, TrainingDivergedError
+from keras_darts.fileio import write_json
 from keras_darts.search_step import BilevelSearch, cosine_lr
 from keras_darts.summaries import EpochWriter
 from keras_darts.supernet import SearchNetwork, reduction_layers
-
-
-def _write_json(path, payload):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _format_duration(seconds):
@@ -208,7 +199,7 @@ class SearchRun:
         genotype_lib.save(result.genotype,
                           os.path.join(self.paths.genotypes, f"epoch_{number:03d}.json"))
         probs = self.model.arch_probabilities()
-        _write_json(os.path.join(self.paths.alphas, f"epoch_{number:03d}.json"), {
+        write_json(os.path.join(self.paths.alphas, f"epoch_{number:03d}.json"), {
             "primitives": list(self.model.primitives),
             "alpha": {"normal": self.model.alpha_normal.numpy().tolist(),
                       "reduce": self.model.alpha_reduce.numpy().tolist()},
@@ -230,7 +221,7 @@ class SearchRun:
                    "test_accuracy": test_acc, "epochs": cfg.epochs,
                    "weight_params": self.model.count_weight_params(),
                    "num_classes": self.data.info.num_classes}
-        _write_json(self.paths.results, summary)
+        write_json(self.paths.results, summary)
         writer.scalars(cfg.epochs, {"eval/test_loss": test_loss, "eval/test_accuracy": test_acc})
         writer.flush()
         logging.info("search done: supernet test accuracy %.4f (chance %.3f), loss %.4f; "
