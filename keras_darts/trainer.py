@@ -164,11 +164,11 @@ class SearchRun:
         means = {f"search/{k}": v / self.steps_per_epoch for k, v in totals.items()}
         val_loss, val_acc = self.evaluate(self.data.search_val_eval)
         result = selection.select(cfg.selection, self.model)
-        epoch_time = time.time() - epoch_start
         self._write_epoch(epoch, result, means, val_loss, val_acc, lr, writer)
         self.epoch.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
-        self._epoch_times.append(time.time() - epoch_start)
+        epoch_time = time.time() - epoch_start  # Includes evaluation, outputs, checkpoint.
+        self._epoch_times.append(epoch_time)
         eta = _eta(self._epoch_times, cfg.epochs - epoch - 1)
         logging.info("epoch %d/%d: train loss %.4f acc %.3f | search-val (eval mode) loss "
                      "%.4f acc %.3f | lr %.5f | %s, ETA %s", epoch + 1, cfg.epochs,
