@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_darts import ops
+from keras_darts import ops, tracing
 
 
 def edge_inputs(num_nodes):
@@ -21,35 +21,58 @@ class MixedOp(ops.BuiltLayer):
     with a ReLU read the shared, already rectified input `relu_x`.
     """
 
-    def __init__(self, channels, stride, primitives, **kwargs):
+    def __init__(self, channels, stride, primitives, recompute=False, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         self.stride = stride
         self.primitives = tuple(primitives)
         self.candidates = [ops.make_op(name, channels, stride, affine=False)
                            for name in self.primitives]
+        # Gradient checkpointing: backprop re-runs this edge instead of keeping
+        # its intermediates (only inside shared traces, see `call`).
+        self.recompute = recompute
 
     @property
     def needs_relu(self):
         return any(op.starts_with_relu for op in self.candidates)
 
-    def run_op(self, k, x, relu_x, training=False):
-        """Output of candidate k alone, or None for a zero op."""
+    def run_op(self, k, x, relu_x, training=False, weight=None):
+        """weight * (output of candidate k alone), or None for a zero op."""
         op = self.candidates[k]
         if op.is_zero:
             return None
-        return op(relu_x if op.starts_with_relu else x, training=training)
+        x = relu_x if op.starts_with_relu else x
+        if op.fuses_weight:
+            return op(x, training=training, weight=weight)
+        y = op(x, training=training)
+        return y if weight is None else weight * y
 
-    def call(self, x, relu_x, weights, training=False):
+    def call(self, x, relu_x, weights, training=False, weight_grads=True):
+        """sum_k weights[k] * op_k(x); `weight_grads=False`: no gradient w.r.t.
+        this edge's weights will be asked for (the architecture step)."""
+        if not tracing.can_share():
+            return self.mix(x, relu_x, weights, training)
+        # One traced function per kind of edge for the ops that allow it; the
+        # others run inline (their fast kernels pair forward and backward).
+        inline = tuple(k for k, op in enumerate(self.candidates) if op.inline_only)
         terms = []
+        if any(not op.is_zero and not op.inline_only for op in self.candidates):
+            key = (type(self), self.channels, self.stride, self.primitives)
+            terms.append(tracing.call_shared(
+                self, key, MixedOp.mix, x, relu_x, weights, training, inline,
+                constant_variables=not weight_grads, recompute=self.recompute))
+        rows = tf.unstack(weights)
+        terms += [self.run_op(k, x, relu_x, training, weight=rows[k]) for k in inline]
+        terms = [t for t in terms if t is not None]
+        return tf.add_n(terms) if terms else None
+
+    def mix(self, x, relu_x, weights, training=False, skip=()):
+        """sum_k weights[k] * op_k(x) over the candidates not in `skip`."""
         weights = tf.unstack(weights)
-        for k in range(len(self.candidates)):
-            y = self.run_op(k, x, relu_x, training)
-            if y is not None:
-                terms.append(weights[k] * y)
-        if not terms:
-            return None
-        return tf.add_n(terms)
+        terms = [self.run_op(k, x, relu_x, training, weight=weights[k])
+                 for k in range(len(self.candidates)) if k not in skip]
+        terms = [t for t in terms if t is not None]
+        return tf.add_n(terms) if terms else None
 
 
 class SearchCell(ops.BuiltLayer):
@@ -61,7 +84,7 @@ class SearchCell(ops.BuiltLayer):
     """
 
     def __init__(self, num_nodes, prev_prev_channels, prev_channels, channels, reduction,
-                 reduction_prev, primitives, **kwargs):
+                 reduction_prev, primitives, recompute=False, **kwargs):
         super().__init__(**kwargs)
         self.num_nodes = num_nodes
         self.channels = channels
@@ -73,14 +96,15 @@ class SearchCell(ops.BuiltLayer):
             self.preprocess0 = ops.ReLUConvBN(channels, in_channels=prev_prev_channels)
         self.preprocess1 = ops.ReLUConvBN(channels, in_channels=prev_channels)
         self.edge_inputs = edge_inputs(num_nodes)
-        self.edges = [MixedOp(channels, 2 if reduction and j < 2 else 1, self.primitives)
+        self.edges = [MixedOp(channels, 2 if reduction and j < 2 else 1, self.primitives,
+                              recompute=recompute)
                       for _, j in self.edge_inputs]
 
     @property
     def out_channels(self):
         return self.num_nodes * self.channels
 
-    def call(self, s0, s1, weights=None, arch=None, training=False):
+    def call(self, s0, s1, weights=None, arch=None, training=False, weight_grads=True):
         states = [self.preprocess0(tf.nn.relu(s0), training=training),
                   self.preprocess1(tf.nn.relu(s1), training=training)]
         # ReLU(state) once per state, shared by every edge and op that starts with it.
@@ -92,7 +116,7 @@ class SearchCell(ops.BuiltLayer):
             return relu_states[j]
 
         if arch is None:
-            terms_of = self._mixed_terms(states, relu_of, weights, training)
+            terms_of = self._mixed_terms(states, relu_of, weights, training, weight_grads)
         else:
             terms_of = self._discrete_terms(states, relu_of, arch, training)
         for node in range(self.num_nodes):
@@ -104,7 +128,7 @@ class SearchCell(ops.BuiltLayer):
                                                       ::1 + self.reduction]))
         return tf.concat(states[2:], axis=-1)
 
-    def _mixed_terms(self, states, relu_of, weights, training):
+    def _mixed_terms(self, states, relu_of, weights, training, weight_grads):
         rows = tf.unstack(weights)  # One op instead of a slice per edge.
 
         def terms_of(node):
@@ -112,7 +136,8 @@ class SearchCell(ops.BuiltLayer):
                 if n == node:
                     edge = self.edges[e]
                     relu_x = relu_of(j) if edge.needs_relu else None
-                    yield edge(states[j], relu_x, rows[e], training=training)
+                    yield edge(states[j], relu_x, rows[e], training=training,
+                               weight_grads=weight_grads)
         return terms_of
 
     def _discrete_terms(self, states, relu_of, arch, training):

@@ -10,6 +10,7 @@ from absl import flags
 
 from keras_darts import ops, runtime, selection
 from keras_darts.config import SearchConfig
+from keras_darts.supernet import RECOMPUTE_POLICIES
 
 FLAGS = flags.FLAGS
 _DEFAULTS = SearchConfig(output_dir="")
@@ -72,6 +73,9 @@ def _define_search_flags():
     flags.DEFINE_enum("strategy", d.strategy, list(runtime.STRATEGIES),
                       "tf.distribute strategy: 'default' (one device) or 'mirrored' "
                       "(all local GPUs).")
+    flags.DEFINE_enum("recompute", d.recompute, list(RECOMPUTE_POLICIES),
+                      "Supernet edges whose activations backprop recomputes instead of "
+                      "storing: 'all' (least memory), 'first_stage', 'none' (fastest).")
     flags.DEFINE_enum("graph_optimizer", d.graph_optimizer,
                       list(runtime.GRAPH_OPTIMIZER_MODES),
                       "Grappler effort: 'fast_compile' (CPU default), 'full', 'auto'.")

@@ -44,6 +44,7 @@ class SearchConfig:
     a_weight_decay: float = SearchHParams.a_weight_decay
     # Runtime.
     strategy: str = "default"
+    recompute: str = "all"
     graph_optimizer: str = "auto"
     log_every: int = 50
     keep_checkpoints: int = 3

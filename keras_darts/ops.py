@@ -128,17 +128,22 @@ def _dilate_kernel(kernel, rate):
     kernel at stride 2 is the same map and ~25 % cheaper than a stride-1 dilated
     conv followed by subsampling.
     """
+    k = kernel.shape[0]
+    size = rate * (k - 1) + 1
     for axis in (0, 1):
-        size = kernel.shape[axis]
-        pieces = tf.unstack(kernel, axis=axis)
-        zeros = tf.zeros_like(pieces[0])
-        spaced = []
-        for i, piece in enumerate(pieces):
-            spaced.append(piece)
-            if i < size - 1:
-                spaced.extend([zeros] * (rate - 1))
-        kernel = tf.stack(spaced, axis=axis)
+        # Append rate-1 zero taps after every tap along `axis`, then drop the trailing ones.
+        spaced = tf.expand_dims(kernel, axis + 1)
+        pad = [[0, 0]] * len(spaced.shape)
+        pad[axis + 1] = [0, rate - 1]
+        shape = list(kernel.shape)
+        shape[axis] = k * rate
+        spaced = tf.reshape(tf.pad(spaced, pad), shape)
+        kernel = spaced[:size] if axis == 0 else spaced[:, :size]
     return kernel
+
+
+def _weighted(y, weight):
+    return y if weight is None else y * weight
 
 
 # ---------------------------------------------------------------------------
@@ -167,13 +172,21 @@ class BatchNorm(BuiltLayer):
         self.moving_var = self.add_weight(shape=(c,), initializer="ones", trainable=False,
                                           name="moving_var", aggregation="only_first_replica")
 
-    def _scale_offset(self, dtype):
+    def _scale_offset(self, dtype, weight):
+        """BN's affine scale and offset, times `weight` (None: 1)."""
         if self.affine:
-            return tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
-        return tf.ones((self.channels,), dtype), tf.zeros((self.channels,), dtype)
+            scale, offset = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
+            if weight is not None:
+                scale, offset = scale * weight, offset * weight
+            return scale, offset
+        scale = tf.ones((self.channels,), dtype)
+        return (scale if weight is None else scale * weight), tf.zeros((self.channels,), dtype)
 
-    def call(self, x, training=False):
-        scale, offset = self._scale_offset(x.dtype)
+    def call(self, x, training=False, weight=None):
+        """BN(x) * weight; `weight` (a scalar, e.g. an edge's softmax(alpha)) rides in
+        the fused kernel's scale, so the supernet needs no separate multiply and
+        backprop keeps no copy of the normalised output."""
+        scale, offset = self._scale_offset(x.dtype, weight)
         if not training:
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 x, scale, offset, mean=self.moving_mean, variance=self.moving_var,
@@ -236,11 +249,15 @@ class Conv(BuiltLayer):
 
     def call(self, x):
         kernel = tf.convert_to_tensor(self.kernel)
-        dilation = self.dilation
-        if dilation > 1 and self.stride > 1:
-            kernel, dilation = _dilate_kernel(kernel, dilation), 1
-        p = self.padding
-        padding = [[0, 0], [p, p], [p, p], [0, 0]] if p else "VALID"
+        k, dilation, p = self.kernel_size, self.dilation, self.padding
+        if self.stride == 1 and k % 2 == 1 and p == dilation * (k - 1) // 2:
+            # Symmetric "same" padding is TF's SAME at stride 1.  Explicit padding
+            # would send depthwise gradients to a generic kernel 2-3x slower than oneDNN's.
+            padding = "SAME"
+        else:
+            if dilation > 1:
+                kernel, dilation = _dilate_kernel(kernel, dilation), 1
+            x, padding = _pad(x, p), "VALID"  # Measured faster than explicit padding.
         strides = [1, self.stride, self.stride, 1]
         if self.depthwise:
             return tf.nn.depthwise_conv2d(x, kernel, strides, padding,
@@ -255,12 +272,16 @@ class Sequential(BuiltLayer):
         super().__init__(**kwargs)
         self.chain = list(layers)
 
-    def call(self, x, training=False):
-        for layer in self.chain:
+    def call(self, x, training=False, weight=None):
+        """Runs the chain; returns weight * output (fused into a final BatchNorm)."""
+        for i, layer in enumerate(self.chain):
+            last = i == len(self.chain) - 1
             if isinstance(layer, BatchNorm):
-                x = layer(x, training=training)
+                x = layer(x, training=training, weight=weight if last else None)
             else:
                 x = layer(x)
+        if not isinstance(self.chain[-1], BatchNorm):
+            x = _weighted(x, weight)
         return x
 
 
@@ -274,9 +295,19 @@ class ReLU(BuiltLayer):
 # ---------------------------------------------------------------------------
 
 class CandidateOp(BuiltLayer):
-    """Base of all candidate ops: `call(x, training)` maps [N,H,W,C] -> [N,H/s,W/s,C]."""
+    """Base of all candidate ops.
+
+    `call(x, training=False)` maps [N,H,W,C] -> [N,H/s,W/s,C].  Ops that set
+    `fuses_weight = True` also take `weight` (a scalar tensor, None for 1) and
+    return weight * op(x): the supernet passes each op its softmax(alpha), and
+    ops that end with a BatchNorm fold it into the BN scale (no separate
+    multiply, and backprop keeps no copy of the output).  For other ops the
+    edge multiplies.
+    """
 
     starts_with_relu = False
+    fuses_weight = False
+    inline_only = False  # Never traced into a function shared by many edges (see MixedOp).
     is_identity = False  # Drop path skips identity ops (eval network).
     is_zero = False      # `none`: the supernet never computes it.
 
@@ -290,19 +321,21 @@ class CandidateOp(BuiltLayer):
 class Zero(CandidateOp):
     """`none`: an all-zero output of the strided shape."""
 
+    fuses_weight = True
     is_zero = True
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, weight=None):
         if self.stride > 1:
             x = x[:, ::self.stride, ::self.stride, :]
         return tf.zeros_like(x)
 
 
 class Identity(CandidateOp):
+    fuses_weight = True
     is_identity = True
 
-    def call(self, x, training=False):
-        return x
+    def call(self, x, training=False, weight=None):
+        return _weighted(x, weight)
 
 
 class Pool(CandidateOp):
@@ -311,12 +344,18 @@ class Pool(CandidateOp):
     Inside the supernet (`bn_after=True`) a BatchNorm(affine=False) follows.
     """
 
+    fuses_weight = True
+
     def __init__(self, channels, stride, affine=False, kind="max", bn_after=False, **kwargs):
         super().__init__(channels, stride, affine, **kwargs)
         self.kind = kind
+        # oneDNN's max-pool gradient needs the forward's workspace in the same
+        # graph; in a separately compiled backward function TF falls back to a
+        # kernel ~20x slower (3 s of a 5.4 s search step).
+        self.inline_only = kind == "max"
         self.bn = BatchNorm(channels, affine=False) if bn_after else None
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, weight=None):
         s = self.stride
         if s == 1:
             # TF's SAME padding at stride 1 is PyTorch's pad 1 on each side, and
@@ -329,8 +368,8 @@ class Pool(CandidateOp):
             summed = tf.nn.avg_pool2d(_pad(x, 1), 3, s, "VALID") * 9.0
             y = summed / self._valid_counts(x.shape[1], x.shape[2], s)
         if self.bn is not None:
-            y = self.bn(y, training=training)
-        return y
+            return self.bn(y, training=training, weight=weight)
+        return _weighted(y, weight)
 
     @staticmethod
     def _valid_counts(height, width, stride):
@@ -344,6 +383,7 @@ class Pool(CandidateOp):
 class SepConv(CandidateOp):
     """ReLU, dw kxk (stride s), pw 1x1, BN, ReLU, dw kxk, pw 1x1, BN."""
 
+    fuses_weight = True
     starts_with_relu = True
 
     def __init__(self, channels, stride, affine=False, kernel_size=3, **kwargs):
@@ -356,13 +396,14 @@ class SepConv(CandidateOp):
             Conv(c, c, k, 1, p, depthwise=True), Conv(c, c, 1), BatchNorm(c, affine),
         ])
 
-    def call(self, x, training=False):
-        return self.body(x, training=training)
+    def call(self, x, training=False, weight=None):
+        return self.body(x, training=training, weight=weight)
 
 
 class DilConv(CandidateOp):
     """ReLU, dw kxk dilation 2 (stride s), pw 1x1, BN."""
 
+    fuses_weight = True
     starts_with_relu = True
 
     def __init__(self, channels, stride, affine=False, kernel_size=3, dilation=2, **kwargs):
@@ -374,8 +415,8 @@ class DilConv(CandidateOp):
             Conv(c, c, 1), BatchNorm(c, affine),
         ])
 
-    def call(self, x, training=False):
-        return self.body(x, training=training)
+    def call(self, x, training=False, weight=None):
+        return self.body(x, training=training, weight=weight)
 
 
 class FactorizedReduce(CandidateOp):
@@ -384,6 +425,7 @@ class FactorizedReduce(CandidateOp):
     Halves the spatial size; maps in_channels -> channels (channels must be even).
     """
 
+    fuses_weight = True
     starts_with_relu = True
 
     def __init__(self, channels, stride=2, affine=False, in_channels=None, **kwargs):
@@ -396,14 +438,24 @@ class FactorizedReduce(CandidateOp):
         self.conv_b = Conv(in_channels, channels // 2, 1, stride=2)
         self.bn = BatchNorm(channels, affine)
 
-    def call(self, x, training=False):
-        y = tf.concat([self.conv_a(x), self.conv_b(x[:, 1:, 1:, :])], axis=-1)
-        return self.bn(y, training=training)
+    def call(self, x, training=False, weight=None):
+        if x.shape[1] % 2 or x.shape[2] % 2:
+            raise ValueError(f"FactorizedReduce needs an even height and width, got {x.shape}")
+        # Both 1x1 stride-2 convs at once: a 2x2 stride-2 kernel holding conv_a's
+        # weights at tap (0, 0) for the first half of the output channels and
+        # conv_b's at tap (1, 1), i.e. on x shifted by one pixel, for the second.
+        # One conv instead of two, a slice (whose gradient is slow) and a concat.
+        half = self.channels // 2
+        kernel = (tf.pad(self.conv_a.kernel, [[0, 1], [0, 1], [0, 0], [0, half]])
+                  + tf.pad(self.conv_b.kernel, [[1, 0], [1, 0], [0, 0], [half, 0]]))
+        y = tf.nn.conv2d(x, kernel, 2, "VALID")
+        return self.bn(y, training=training, weight=weight)
 
 
 class ReLUConvBN(CandidateOp):
     """ReLU, conv kxk, BN: the cells' input preprocessing (in_channels -> channels)."""
 
+    fuses_weight = True
     starts_with_relu = True
 
     def __init__(self, channels, stride=1, affine=False, in_channels=None, kernel_size=1,
@@ -414,13 +466,14 @@ class ReLUConvBN(CandidateOp):
         self.conv = Conv(in_channels, channels, kernel_size, stride, padding)
         self.bn = BatchNorm(channels, affine)
 
-    def call(self, x, training=False):
-        return self.bn(self.conv(x), training=training)
+    def call(self, x, training=False, weight=None):
+        return self.bn(self.conv(x), training=training, weight=weight)
 
 
 class Conv7x1_1x7(CandidateOp):
     """ReLU, conv 1x7 stride (1,s), conv 7x1 stride (s,1), BN (used by some genotypes)."""
 
+    fuses_weight = True
     starts_with_relu = True
 
     def __init__(self, channels, stride, affine=False, **kwargs):
@@ -432,11 +485,11 @@ class Conv7x1_1x7(CandidateOp):
         self.kernel_b = self.add_weight(shape=(7, 1, c, c), initializer=TorchUniform(7 * c),
                                         name="kernel_7x1")
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, weight=None):
         s = self.stride
         y = tf.nn.conv2d(x, self.kernel_a, [1, 1, s, 1], [[0, 0], [0, 0], [3, 3], [0, 0]])
         y = tf.nn.conv2d(y, self.kernel_b, [1, s, 1, 1], [[0, 0], [3, 3], [0, 0], [0, 0]])
-        return self.bn(y, training=training)
+        return self.bn(y, training=training, weight=weight)
 
 
 def _skip(channels, stride, affine):

@@ -112,12 +112,12 @@ class BilevelSearch:
             return grads
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
 
-    def _loss_and_grads(self, images, labels, variables):
+    def _loss_and_grads(self, images, labels, variables, weight_grads=True):
         """Train-mode loss on one batch and its all-reduced gradient w.r.t. `variables` only."""
         variables = [v.value for v in variables]  # The tf.Variables behind Keras variables.
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
-            logits = self.model(images, training=True)
+            logits = self.model(images, training=True, weight_grads=weight_grads)
             loss = self._mean_loss(labels, logits)
         grads = self._all_reduce(tape.gradient(loss, variables))
         return loss, _correct(labels, logits), grads
@@ -125,7 +125,7 @@ class BilevelSearch:
     def _arch_update(self, images, labels):
         """Adam step on alphas with the gradient of the val loss w.r.t. alphas."""
         arch_vars = self.model.arch_variables
-        loss, correct, grads = self._loss_and_grads(images, labels, arch_vars)
+        loss, correct, grads = self._loss_and_grads(images, labels, arch_vars, weight_grads=False)
         self.arch_optimizer.apply(grads, arch_vars)
         return loss, correct
 

@@ -16,6 +16,9 @@ from keras_darts.cells import SearchCell, edge_inputs
 from keras_darts.errors import GenotypeError
 
 
+RECOMPUTE_POLICIES = ("all", "first_stage", "none")  # See SearchNetwork.recompute.
+
+
 def reduction_layers(num_layers):
     """Indices of reduction cells: at 1/3 and 2/3 of the depth."""
     return sorted({num_layers // 3, 2 * num_layers // 3})
@@ -48,16 +51,26 @@ class SearchNetwork(keras.Model):
       primitives: name of a registered op set, or a sequence of op names.
       input_shape: (H, W, channels) of the images.
       stem_multiplier: the stem outputs stem_multiplier * C channels.
+      recompute: which cells' edges backprop recomputes instead of keeping their
+        intermediates in memory: "all", "first_stage" (the cells up to the first
+        reduction, which read full-resolution inputs and hold most of the
+        activations) or "none".  Only affects memory and speed, not results.
 
     Example:
       net = SearchNetwork(10)                       # the paper's default supernet
       logits = net(images, training=True)           # all edges mixed by softmax(alpha)
       logits = net(images, arch=genotype)           # one discrete architecture
+
+    `weight_grads=False` in `call` promises that no gradient w.r.t. the network
+    weights is wanted (the architecture step): the edges then skip that work.
     """
 
     def __init__(self, num_classes, channels=16, num_layers=8, num_nodes=4,
-                 primitives="darts", input_shape=(32, 32, 3), stem_multiplier=3, **kwargs):
+                 primitives="darts", input_shape=(32, 32, 3), stem_multiplier=3,
+                 recompute="all", **kwargs):
         super().__init__(**kwargs)
+        if recompute not in RECOMPUTE_POLICIES:
+            raise ValueError(f"recompute must be one of {RECOMPUTE_POLICIES}, got {recompute!r}")
         if isinstance(primitives, str):
             primitives = ops.op_set(primitives)
         self.num_classes = num_classes
@@ -67,6 +80,7 @@ class SearchNetwork(keras.Model):
         self.primitives = tuple(primitives)
         self.image_shape = tuple(input_shape)
         self.stem_multiplier = stem_multiplier
+        self.recompute = recompute
 
         stem_channels = stem_multiplier * channels
         self.stem_conv = ops.Conv(self.image_shape[-1], stem_channels, 3, padding=1)
@@ -79,8 +93,10 @@ class SearchNetwork(keras.Model):
             reduction = i in reductions
             if reduction:
                 current *= 2
+            checkpointed = recompute == "all" or (recompute == "first_stage"
+                                                   and i <= reductions[0])
             cell = SearchCell(num_nodes, prev_prev, prev, current, reduction, reduction_prev,
-                              self.primitives, name=f"cell_{i}")
+                              self.primitives, recompute=checkpointed, name=f"cell_{i}")
             self.search_cells.append(cell)
             reduction_prev = reduction
             prev_prev, prev = prev, cell.out_channels
@@ -118,7 +134,7 @@ class SearchNetwork(keras.Model):
                 "reduce": tf.nn.softmax(self.alpha_reduce, axis=-1).numpy()}
 
     # -- forward -------------------------------------------------------------
-    def call(self, images, training=False, arch=None):
+    def call(self, images, training=False, arch=None, weight_grads=True):
         if arch is not None:
             self._check_arch(arch)
         weights = {False: tf.nn.softmax(self.alpha_normal, axis=-1),
@@ -126,7 +142,8 @@ class SearchNetwork(keras.Model):
         s0 = s1 = self.stem_bn(self.stem_conv(images), training=training)
         for cell in self.search_cells:
             cell_arch = None if arch is None else arch.cell(cell.reduction)
-            out = cell(s0, s1, weights=weights[cell.reduction], arch=cell_arch, training=training)
+            out = cell(s0, s1, weights=weights[cell.reduction], arch=cell_arch, training=training,
+                       weight_grads=weight_grads)
             s0, s1 = s1, out
         pooled = tf.reduce_mean(s1, axis=(1, 2))
         return self.classifier(pooled)

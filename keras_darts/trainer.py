@@ -105,7 +105,8 @@ class SearchRun:
             self.model = SearchNetwork(
                 info.num_classes, channels=cfg.channels, num_layers=cfg.layers,
                 num_nodes=cfg.nodes, primitives=cfg.primitives,
-                input_shape=info.image_shape, stem_multiplier=cfg.stem_multiplier)
+                input_shape=info.image_shape, stem_multiplier=cfg.stem_multiplier,
+                recompute=cfg.recompute)
             self.search = BilevelSearch(self.model, self.strategy, cfg.batch_size,
                                         cfg.hparams())
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")

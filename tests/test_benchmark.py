@@ -19,7 +19,7 @@ def test_benchmark_prints_one_json_line():
     assert len(lines) == 1
     report = json.loads(lines[0])
     assert report["impl"] == "keras_darts" and report["batch"] == 2
-    assert report["order"] == "first"
+    assert report["order"] == "first" and report["recompute"] == "all"
     assert report["trace_s"] > 0 and report["step_s_min"] <= report["step_s_median"]
     assert report["peak_rss_mb"] > 100
     # C=4, 3 cells, 10 classes: counted like the 1,930,618 default, by the same code.
@@ -57,3 +57,25 @@ def test_flop_count_of_known_graph():
     # Elementwise ops (the reduce_sum and its gradient) add a few hundred FLOPs at most.
     assert conv + depthwise_fwd + depthwise_filter_grad <= counted
     assert counted <= conv + depthwise_fwd + depthwise_filter_grad + 1000
+
+
+def test_flop_count_includes_called_functions():
+    import tensorflow as tf
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import benchmark
+
+    x = tf.zeros((2, 8, 8, 4))
+    kernel = tf.zeros((1, 1, 4, 6))
+    # Shared edge functions are not inlined: their bodies must be counted per call.
+    conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "VALID"),
+                       experimental_attributes={"_noinline": True})
+
+    @tf.function
+    def outer(x, k):
+        return conv(x, k) + conv(x + 1.0, k)
+
+    graph = outer.get_concrete_function(x, kernel).graph
+    assert "PartitionedCall" in {op.type for op in graph.get_operations()}
+    one_conv = 2 * 2 * 8 * 8 * 6 * 4
+    counted = benchmark.count_gflop(graph) * 1e9
+    assert 2 * one_conv <= counted <= 2 * one_conv + 2000

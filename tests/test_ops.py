@@ -328,6 +328,29 @@ def test_batch_norm_moving_stats_follow_pytorch():
                                rtol=1e-5)
 
 
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+def test_batch_norm_weight_is_folded_into_scale(affine, training):
+    x = rand(4, 3, 3, 3, scale=2.0, shift=1.0)
+    plain, weighted = ops.BatchNorm(3, affine), ops.BatchNorm(3, affine)
+    if affine:
+        for bn in (plain, weighted):
+            bn.gamma.assign([2.0, 1.0, -1.0])
+            bn.beta.assign([0.5, 1.0, 3.0])
+    y = plain(x, training=training).numpy()
+    y_w = weighted(x, training=training, weight=tf.constant(0.3)).numpy()
+    np.testing.assert_allclose(y_w, 0.3 * y, rtol=1e-5, atol=1e-6)
+    # The weight never touches the running statistics.
+    np.testing.assert_allclose(weighted.moving_mean.numpy(), plain.moving_mean.numpy())
+    np.testing.assert_allclose(weighted.moving_var.numpy(), plain.moving_var.numpy())
+
+
+def test_factorized_reduce_rejects_odd_sizes():
+    fr = ops.FactorizedReduce(4, in_channels=4)
+    with pytest.raises(ValueError, match="even height and width"):
+        fr(rand(1, 7, 8, 4))
+
+
 def test_batch_norm_eval_uses_moving_stats_and_does_not_update():
     bn = ops.BatchNorm(3, affine=True)
     assert len(bn.trainable_variables) == 2

@@ -144,3 +144,27 @@ def test_same_seed_same_model():
     b = SearchNetwork(3, channels=4, num_layers=3, num_nodes=2, input_shape=(8, 8, 3))
     for va, vb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(va.numpy(), vb.numpy())
+
+
+def test_recompute_policy_is_validated():
+    with pytest.raises(ValueError, match="recompute"):
+        SearchNetwork(10, channels=4, num_layers=3, input_shape=(8, 8, 3), recompute="some")
+
+
+def test_recompute_changes_nothing_but_memory():
+    """One search step with every edge recomputed equals one with none recomputed."""
+    from keras_darts.search_step import BilevelSearch
+
+    rng = np.random.default_rng(0)
+    batch = (tf.constant(rng.standard_normal((4, 8, 8, 3)).astype(np.float32)),
+             tf.constant(rng.integers(0, 10, 4).astype(np.int32)))
+    results = {}
+    for policy in ("none", "first_stage", "all"):
+        keras.utils.set_random_seed(0)
+        net = SearchNetwork(10, channels=4, num_layers=4, input_shape=(8, 8, 3), recompute=policy)
+        search = BilevelSearch(net, tf.distribute.get_strategy(), 4)
+        search.step(batch, batch)
+        results[policy] = [v.numpy() for v in net.variables]
+    for policy in ("first_stage", "all"):
+        for got, want in zip(results[policy], results["none"]):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

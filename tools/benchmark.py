@@ -29,7 +29,7 @@ from tensorflow.python.framework import ops as tf_ops  # noqa: E402  (FLOP stati
 
 from keras_darts import runtime  # noqa: E402
 from keras_darts.search_step import BilevelSearch  # noqa: E402
-from keras_darts.supernet import SearchNetwork  # noqa: E402
+from keras_darts.supernet import RECOMPUTE_POLICIES, SearchNetwork  # noqa: E402
 
 
 def _depthwise_grad_flops(op):
@@ -57,10 +57,26 @@ def _executed_ops(graph):
     return [op for op in graph.get_operations() if op.name in seen]
 
 
-def count_gflop(graph):
-    """FLOPs of one execution of `graph`, in GFLOP (2 per multiply-add)."""
+def _called_function(graph, op):
+    """The FuncGraph a (Stateful)PartitionedCall op runs, or None."""
+    if op.type not in ("PartitionedCall", "StatefulPartitionedCall"):
+        return None
+    function = graph._functions.get(op.get_attr("f").name)  # noqa: SLF001 (no public lookup)
+    return getattr(function, "graph", None)
+
+
+def count_gflop(graph, _cache=None):
+    """FLOPs of one execution of `graph`, in GFLOP (2 per multiply-add), including
+    the bodies of the shared edge functions it calls (and their recomputation)."""
+    cache = {} if _cache is None else _cache
     total = 0
     for op in _executed_ops(graph):
+        body = _called_function(graph, op)
+        if body is not None:
+            if body.name not in cache:
+                cache[body.name] = count_gflop(body, cache) * 1e9
+            total += cache[body.name]
+            continue
         if op.type.startswith("DepthwiseConv2dNativeBackprop"):
             total += _depthwise_grad_flops(op)
             continue
@@ -82,6 +98,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first",
                         choices=range(1, 10001), metavar="N")
     parser.add_argument("--order", choices=["first"], default="first")
+    parser.add_argument("--recompute", choices=RECOMPUTE_POLICIES, default="all")
     parser.add_argument("--graph_optimizer", choices=runtime.GRAPH_OPTIMIZER_MODES,
                         default="auto")
     return parser.parse_args(argv)
@@ -94,7 +111,7 @@ def main(argv=None):
     strategy = tf.distribute.get_strategy()
     shape = (args.image_size, args.image_size, 3)
     model = SearchNetwork(args.classes, channels=args.channels, num_layers=args.layers,
-                          num_nodes=args.nodes, input_shape=shape)
+                          num_nodes=args.nodes, input_shape=shape, recompute=args.recompute)
     search = BilevelSearch(model, strategy, args.batch)
     batch = (tf.random.normal((args.batch,) + shape),
              tf.random.uniform((args.batch,), 0, args.classes, tf.int32))
@@ -110,7 +127,7 @@ def main(argv=None):
     print(json.dumps({
         "impl": "keras_darts", "tf": tf.__version__, "keras": keras.__version__,
         "batch": args.batch, "channels": args.channels, "layers": args.layers,
-        "order": args.order, "trace_s": round(trace_s, 2),
+        "order": args.order, "recompute": args.recompute, "trace_s": round(trace_s, 2),
         "step_s_median": round(median, 3) if times else None,
         "step_s_min": round(min(times), 3) if times else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
