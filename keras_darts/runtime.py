@@ -1,5 +1,7 @@
 """Process-level TensorFlow settings: distribution strategy and graph optimisation."""
 
+import os
+
 import tensorflow as tf
 from absl import logging
 from tensorflow.core.protobuf import rewriter_config_pb2
@@ -48,6 +50,27 @@ def configure_graph_optimizer(mode="auto"):
         logging.warning("could not configure Grappler (%s); using TF defaults", e)
         return "full"
     return mode
+
+
+def configure_threads():
+    """On CPU only: run independent ops in parallel, each on one thread.
+
+    The supernet step is thousands of small ops; TF's default (every op may
+    fan out over all cores, and several run at once) oversubscribes the cores.
+    Measured on 2 cores, default supernet, batch 64: 4.1 -> 3.6 s per step
+    (BUILD_NOTES.md).  Must run before TF executes its first op; later it is
+    skipped with a warning.  GPU machines keep TF's defaults.
+    """
+    if tf.config.list_physical_devices("GPU"):
+        return False
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(os.cpu_count() or 1)
+    except RuntimeError as e:  # The runtime is already initialised (e.g. in tests).
+        if (tf.config.threading.get_intra_op_parallelism_threads() != 1):
+            logging.warning("thread settings left as they are: %s", e)
+        return False
+    return True
 
 
 def make_strategy(name):

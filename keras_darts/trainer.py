@@ -87,6 +87,7 @@ class SearchRun:
             raise ConfigError(f"--channels must be even (FactorizedReduce halves it), "
                               f"got {cfg.channels}")
         _check_output_dir(cfg, self.paths, self.resume)
+        runtime.configure_threads()
         runtime.configure_graph_optimizer(cfg.graph_optimizer)
         self.strategy = runtime.make_strategy(cfg.strategy)
         self.data = data_lib.load_search_data(
