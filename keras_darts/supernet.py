@@ -134,11 +134,25 @@ class SearchNetwork(keras.Model):
                 "reduce": tf.nn.softmax(self.alpha_reduce, axis=-1).numpy()}
 
     # -- forward -------------------------------------------------------------
-    def call(self, images, training=False, arch=None, weight_grads=True):
+    def call(self, images, training=False, arch=None, weight_grads=True, edge_weights=None):
+        """Logits. `edge_weights` = {"normal": [E, K], "reduce": [E, K]} (either
+        key optional) replaces softmax(alpha) as the mixing weights of that cell
+        type, e.g. projected or masked weights in perturbation-based selection."""
         if arch is not None:
             self._check_arch(arch)
-        weights = {False: tf.nn.softmax(self.alpha_normal, axis=-1),
-                   True: tf.nn.softmax(self.alpha_reduce, axis=-1)}
+        edge_weights = edge_weights or {}
+        unknown = set(edge_weights) - {"normal", "reduce"}
+        if unknown:
+            raise ValueError(f"edge_weights keys must be 'normal'/'reduce', got {sorted(unknown)}")
+        weights = {False: edge_weights.get("normal"), True: edge_weights.get("reduce")}
+        for reduction, alpha in ((False, self.alpha_normal), (True, self.alpha_reduce)):
+            if weights[reduction] is None:
+                weights[reduction] = tf.nn.softmax(alpha, axis=-1)
+            else:
+                weights[reduction] = tf.convert_to_tensor(weights[reduction], alpha.dtype)
+                if tuple(weights[reduction].shape) != tuple(alpha.shape):
+                    raise ValueError(f"edge_weights shape {tuple(weights[reduction].shape)} "
+                                     f"!= alpha shape {tuple(alpha.shape)}")
         s0 = s1 = self.stem_bn(self.stem_conv(images), training=training)
         for cell in self.search_cells:
             cell_arch = None if arch is None else arch.cell(cell.reduction)

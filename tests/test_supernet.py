@@ -168,3 +168,19 @@ def test_recompute_changes_nothing_but_memory():
     for policy in ("first_stage", "all"):
         for got, want in zip(results[policy], results["none"]):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_edge_weights_replace_softmax_alpha():
+    keras.utils.set_random_seed(0)
+    net = SearchNetwork(10, channels=4, num_layers=3, input_shape=(8, 8, 3))
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype(np.float32))
+    probs = net.arch_probabilities()
+    same = net(x, edge_weights={"normal": probs["normal"], "reduce": probs["reduce"]})
+    np.testing.assert_allclose(same, net(x), rtol=1e-5, atol=1e-6)
+    masked = probs["normal"].copy()
+    masked[0, 4] = 0.0  # Remove sep_conv_3x3 from edge 0 of the normal cells.
+    assert not np.allclose(net(x, edge_weights={"normal": masked}), net(x), atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        net(x, edge_weights={"normal": masked[:3]})
+    with pytest.raises(ValueError, match="keys"):
+        net(x, edge_weights={"normall": masked})
