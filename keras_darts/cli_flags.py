@@ -10,6 +10,7 @@ from absl import flags
 
 from keras_darts import ops, runtime, selection
 from keras_darts.config import SearchConfig
+from keras_darts.selection import perturbation
 from keras_darts.supernet import RECOMPUTE_POLICIES
 
 FLAGS = flags.FLAGS
@@ -49,7 +50,21 @@ def _define_search_flags():
     flags.DEFINE_enum("order", d.order, ["first"],
                       "Architecture gradient: 'first' = first-order DARTS.")
     flags.DEFINE_enum("selection", d.selection, list(selection.names()),
-                      "How the genotype is read out of the supernet.")
+                      "How the genotype is read out of the supernet: magnitude (DARTS), "
+                      "stable_rank (minimum stable rank read-out, MSR-DARTS sect. 3.6), "
+                      "perturbation (DARTS-PT: progressive op/edge removal with tuning "
+                      "after the search).")
+    flags.DEFINE_integer("pt_proj_intv", d.pt_proj_intv, "perturbation: tuning epochs "
+                         "between decisions (published scripts: 5).", lower_bound=1)
+    flags.DEFINE_enum("pt_crit_normal", d.pt_crit_normal, list(perturbation.CRITERIA),
+                      "perturbation: score normal-cell decisions by validation accuracy "
+                      "or loss.")
+    flags.DEFINE_enum("pt_crit_reduce", d.pt_crit_reduce, list(perturbation.CRITERIA),
+                      "perturbation: the same for reduction cells.")
+    flags.DEFINE_enum("msr_shapes", d.msr_shapes, ["code", "actual"],
+                      "stable_rank: spatial size each edge is scored at; 'code' = the MSR-DARTS "
+                      "code's (the cell's input size, halved for stride-2 edges), 'actual' = "
+                      "the size the edge runs at.")
     flags.DEFINE_integer("seed", d.seed, "Random seed (weights, alphas, data order).")
     flags.DEFINE_float("w_lr", d.w_lr, "Weight SGD learning rate (cosine-annealed).",
                        lower_bound=0.0)

@@ -43,6 +43,10 @@ class SearchConfig:
     a_beta_2: float = SearchHParams.a_beta_2
     a_weight_decay: float = SearchHParams.a_weight_decay
     # Runtime.
+    msr_shapes: str = "code"
+    pt_proj_intv: int = 5
+    pt_crit_normal: str = "acc"
+    pt_crit_reduce: str = "acc"
     strategy: str = "default"
     recompute: str = "all"
     graph_optimizer: str = "auto"

@@ -41,6 +41,13 @@ class _Optimizer(tf.Module):
                       for slot in self.slot_names}
         self._num_variables = len(variables)
 
+    def reset(self):
+        """Forgets all state (slots, step count): the optimizer of a fresh run."""
+        for slot_vars in self.slots.values():
+            for v in slot_vars:
+                v.assign(tf.zeros_like(v))
+        self.iterations.assign(0)
+
     def apply(self, grads, variables):
         """Applies all-reduced `grads` to `variables`; call in a replica context."""
         if len(variables) != self._num_variables:

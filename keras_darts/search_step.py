@@ -13,6 +13,7 @@ under MirroredStrategy (NOTES_TF.md).
 import dataclasses
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from keras_darts.optim import Adam, MomentumSGD
@@ -75,13 +76,35 @@ class BilevelSearch:
                 model.arch_variables, hparams.a_lr, beta_1=hparams.a_beta_1,
                 beta_2=hparams.a_beta_2, epsilon=hparams.a_epsilon,
                 weight_decay=hparams.a_weight_decay, name="arch_adam")
+            # Rows of the mixing weights held fixed instead of softmax(alpha)
+            # (perturbation selection's projection); all free by default.
+            shape = tuple(model.alpha_normal.shape)
+            self._fixed_rows = {cell: tf.Variable(tf.zeros(shape[:1]), trainable=False,
+                                                  name=f"fixed_rows_{cell}")
+                                for cell in ("normal", "reduce")}
+            self._fixed_weights = {cell: tf.Variable(tf.zeros(shape), trainable=False,
+                                                     name=f"fixed_weights_{cell}")
+                                   for cell in ("normal", "reduce")}
         # autograph off: the step has no tensor-dependent Python control flow.
         self._step = tf.function(self._distributed_step, autograph=False)
         self._evaluate = tf.function(self._distributed_evaluate, autograph=False)
+        self._evaluate_mixed = tf.function(self._distributed_evaluate_mixed, autograph=False)
 
     # -- public --------------------------------------------------------------
     def set_weight_lr(self, lr):
         self.weight_optimizer.learning_rate.assign(lr)
+
+    def fix_rows(self, fixed):
+        """Holds rows of the mixing weights fixed in every later step: `fixed` =
+        {"normal": {row: weights [K]}, "reduce": {...}}; other rows stay
+        softmax(alpha) (and only they get alpha gradients)."""
+        for cell in ("normal", "reduce"):
+            rows = np.zeros(self._fixed_rows[cell].shape, np.float32)
+            weights = np.zeros(self._fixed_weights[cell].shape, np.float32)
+            for row, values in fixed.get(cell, {}).items():
+                rows[row], weights[row] = 1.0, values
+            self._fixed_rows[cell].assign(rows)
+            self._fixed_weights[cell].assign(weights)
 
     def step(self, train_batch, val_batch):
         """One search step; returns global-mean metrics as scalar tensors."""
@@ -94,6 +117,12 @@ class BilevelSearch:
     def evaluate(self, batch):
         """Eval-mode loss sum, correct count and example count over a global batch."""
         return self._evaluate(batch)
+
+    def evaluate_mixed(self, batch, edge_weights):
+        """Like `evaluate`, but in train mode (batch statistics, as DARTS-PT scores
+        edges) with the given mixing weights {"normal": [E, K], "reduce": [E, K]}."""
+        edge_weights = {k: tf.convert_to_tensor(v, tf.float32) for k, v in edge_weights.items()}
+        return self._evaluate_mixed(batch, edge_weights)
 
     def distribute(self, dataset):
         """A dataset of global batches -> an iterable of per-replica batches."""
@@ -117,10 +146,21 @@ class BilevelSearch:
         variables = [v.value for v in variables]  # The tf.Variables behind Keras variables.
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
-            logits = self.model(images, training=True, weight_grads=weight_grads)
+            logits = self.model(images, training=True, weight_grads=weight_grads,
+                                edge_weights=self._mixing_weights())
             loss = self._mean_loss(labels, logits)
         grads = self._all_reduce(tape.gradient(loss, variables))
         return loss, _correct(labels, logits), grads
+
+    def _mixing_weights(self):
+        """softmax(alpha) with the fixed rows replaced (exactly softmax when none are)."""
+        weights = {}
+        for cell, alpha in (("normal", self.model.alpha_normal),
+                            ("reduce", self.model.alpha_reduce)):
+            fixed = self._fixed_rows[cell][:, None]
+            weights[cell] = (fixed * self._fixed_weights[cell]
+                             + (1.0 - fixed) * tf.nn.softmax(alpha, axis=-1))
+        return weights
 
     def _arch_update(self, images, labels):
         """Adam step on alphas with the gradient of the val loss w.r.t. alphas."""
@@ -159,6 +199,16 @@ class BilevelSearch:
         logits = self.model(images, training=False)
         return (tf.reduce_sum(_cross_entropy(labels, logits)), _correct(labels, logits),
                 tf.cast(tf.shape(labels)[0], tf.float32))
+
+    def _replica_evaluate_mixed(self, images, labels, edge_weights):
+        logits = self.model(images, training=True, edge_weights=edge_weights)
+        return (tf.reduce_sum(_cross_entropy(labels, logits)), _correct(labels, logits),
+                tf.cast(tf.shape(labels)[0], tf.float32))
+
+    def _distributed_evaluate_mixed(self, batch, edge_weights):
+        per_replica = self.strategy.run(self._replica_evaluate_mixed, args=(*batch, edge_weights))
+        return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                     for v in per_replica)
 
     def _distributed_evaluate(self, batch):
         per_replica = self.strategy.run(self._replica_evaluate, args=batch)

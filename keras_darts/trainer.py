@@ -11,6 +11,7 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -19,8 +20,9 @@ from keras_darts import genotype as genotype_lib
 from keras_darts import runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError, TrainingDivergedError
-from keras_darts.fileio import write_json
+from keras_darts.fileio import atomic_write_text, write_json
 from keras_darts.search_step import BilevelSearch, cosine_lr
+from keras_darts.selection import perturbation
 from keras_darts.summaries import EpochWriter
 from keras_darts.supernet import SearchNetwork, reduction_layers
 
@@ -48,6 +50,7 @@ class _Paths:
         self.genotype = os.path.join(root, "genotype.json")
         self.results = os.path.join(root, "results.json")
         self.genotypes = os.path.join(root, "genotypes")
+        self.perturbation = os.path.join(root, "perturbation")
         self.alphas = os.path.join(root, "alphas")
         self.checkpoints = os.path.join(root, "checkpoints")
         self.tensorboard = os.path.join(root, "tensorboard")
@@ -143,12 +146,28 @@ class SearchRun:
         with EpochWriter(self.paths.tensorboard) as writer:
             for epoch in range(int(self.epoch.numpy()), cfg.epochs):
                 self._run_epoch(epoch, train_iter, val_iter, writer)
-            return self._finish(writer)
+            if cfg.selection == "perturbation":
+                result = self._perturbation(train_iter, val_iter, writer)
+            else:
+                result = self._select()
+            return self._finish(writer, result)
 
     def _run_epoch(self, epoch, train_iter, val_iter, writer):
         cfg = self.config
         lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
         self.search.set_weight_lr(lr)
+        epoch_start = time.time()
+        means = self._train_epoch(epoch, cfg.epochs, train_iter, val_iter)
+        val_loss, val_acc = self.evaluate(self.data.search_val_eval)
+        result = self._select()
+        self._write_epoch(epoch, result, means, val_loss, val_acc, lr, writer)
+        self.epoch.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+        self._log_epoch(epoch, epoch_start, means, val_loss, val_acc, lr)
+
+    def _train_epoch(self, epoch, epochs, train_iter, val_iter):
+        """steps_per_epoch search steps; returns the mean metrics."""
+        cfg = self.config
         epoch_start = time.time()
         totals = {}
         for step in range(self.steps_per_epoch):
@@ -159,16 +178,14 @@ class SearchRun:
                 totals[k] = totals.get(k, 0.0) + v
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 logging.info("epoch %d/%d step %d/%d: train loss %.4f acc %.3f | "
-                             "val loss %.4f acc %.3f | %.2f s/step", epoch + 1, cfg.epochs,
+                             "val loss %.4f acc %.3f | %.2f s/step", epoch + 1, epochs,
                              step + 1, self.steps_per_epoch, metrics["loss/train"],
                              metrics["accuracy/train"], metrics["loss/val"],
                              metrics["accuracy/val"], (time.time() - epoch_start) / (step + 1))
-        means = {f"search/{k}": v / self.steps_per_epoch for k, v in totals.items()}
-        val_loss, val_acc = self.evaluate(self.data.search_val_eval)
-        result = selection.select(cfg.selection, self.model)
-        self._write_epoch(epoch, result, means, val_loss, val_acc, lr, writer)
-        self.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        return {f"search/{k}": v / self.steps_per_epoch for k, v in totals.items()}
+
+    def _log_epoch(self, epoch, epoch_start, means, val_loss, val_acc, lr):
+        cfg = self.config
         epoch_time = time.time() - epoch_start  # Includes evaluation, outputs, checkpoint.
         self._epoch_times.append(epoch_time)
         eta = _eta(self._epoch_times, cfg.epochs - epoch - 1)
@@ -214,9 +231,80 @@ class SearchRun:
         writer.genotype(number, result.genotype)
         writer.flush()
 
-    def _finish(self, writer):
+    def _select(self):
+        """The genotype by --selection (criteria ignore context keys they do not use).
+        Perturbation selection runs once after the search; per-epoch previews
+        use magnitude."""
+        name = self.config.selection
+        if name == "perturbation":
+            name = "magnitude"
+        return selection.select(name, self.model, {"msr_shapes": self.config.msr_shapes})
+
+    # -- perturbation-based selection (DARTS-PT, specs/selection.md sect. 2.5) --
+    def _perturbation(self, train_iter, val_iter, writer):
         cfg = self.config
-        result = selection.select(cfg.selection, self.model)
+        os.makedirs(self.paths.perturbation, exist_ok=True)
+        state = os.path.join(self.paths.perturbation, "projection.json")
+        done = int(self.epoch.numpy()) - cfg.epochs  # Tuning epochs finished before.
+        if os.path.exists(state):
+            with open(state, encoding="utf-8") as f:
+                projection = perturbation.Projection.from_json(f.read())
+        elif done > 0:
+            raise ConfigError(f"{state} is missing: cannot resume perturbation selection")
+        else:
+            projection = perturbation.Projection(self.model.primitives, self.model.num_nodes)
+        if done == 0:
+            self.search.weight_optimizer.reset()  # DARTS-PT tunes with a new SGD...
+        self.search.set_weight_lr(cfg.w_lr / 10)  # ...at a tenth of the lr, never annealed.
+        self.search.fix_rows(_fixed_rows(projection))
+        tune_epochs, _ = perturbation.decision_epochs(
+            cfg.pt_proj_intv, projection.num_edges, len(projection.node_rows))
+        logging.info("perturbation selection: %d tuning epochs, decisions every %d",
+                     tune_epochs, cfg.pt_proj_intv)
+
+        def save_state():
+            atomic_write_text(state, projection.to_json() + "\n")
+
+        def evaluate(edge_weights):
+            loss_sum = correct = count = 0.0
+            for batch in self.search.distribute(self.data.search_val_eval):
+                batch_loss, batch_correct, batch_count = self.search.evaluate_mixed(
+                    batch, edge_weights)
+                loss_sum += float(batch_loss)
+                correct += float(batch_correct)
+                count += float(batch_count)
+            return 100.0 * correct / max(count, 1.0), loss_sum / max(count, 1.0)
+
+        def on_decision(record, t):
+            save_state()
+            logging.info("perturbation epoch %d/%d: %s cell, %s", t + 1, tune_epochs,
+                         record["cell_type"], _describe_decision(record))
+
+        def tune(projection, t):
+            start = time.time()
+            self.search.fix_rows(_fixed_rows(projection))
+            means = self._train_epoch(t, tune_epochs, train_iter, val_iter)
+            self.epoch.assign(cfg.epochs + t + 1)
+            self.manager.save(checkpoint_number=cfg.epochs + t + 1)
+            save_state()
+            writer.scalars(cfg.epochs + t + 1, {**{f"perturbation/{k}": v
+                                                   for k, v in means.items()},
+                                                "perturbation/decisions": len(projection.history)})
+            logging.info("perturbation tuning epoch %d/%d: train loss %.4f acc %.3f | %s",
+                         t + 1, tune_epochs, means["search/loss/train"],
+                         means["search/accuracy/train"], _format_duration(time.time() - start))
+
+        settings = perturbation.PTSettings(proj_intv=cfg.pt_proj_intv,
+                                           crit_normal=cfg.pt_crit_normal,
+                                           crit_reduce=cfg.pt_crit_reduce, seed=cfg.seed)
+        result = selection.select("perturbation", self.model, {
+            "evaluate": evaluate, "tune": tune, "settings": settings,
+            "projection": projection, "start_epoch": done, "on_decision": on_decision})
+        save_state()
+        return result
+
+    def _finish(self, writer, result):
+        cfg = self.config
         genotype_lib.save(result.genotype, self.paths.genotype)
         test_loss, test_acc = self.evaluate(self.data.test)
         summary = {"genotype": result.genotype.to_json_dict(), "test_loss": test_loss,
@@ -230,6 +318,27 @@ class SearchRun:
                      "genotype written to %s", test_acc, 1.0 / self.data.info.num_classes,
                      test_loss, self.paths.genotype)
         return summary
+
+
+def _fixed_rows(projection):
+    """Rows DARTS-PT has decided: one-hot for chosen ops, zeros for removed edges."""
+    num_ops = len(projection.primitives)
+    fixed = {}
+    for cell in ("normal", "reduce"):
+        rows = {e: np.eye(num_ops, dtype=np.float32)[k]
+                for e, k in projection.chosen_ops[cell].items()}
+        for removed in projection.removed_edges[cell].values():
+            rows.update({e: np.zeros(num_ops, np.float32) for e in removed})
+        fixed[cell] = rows
+    return fixed
+
+
+def _describe_decision(record):
+    if record["kind"] == "op":
+        return (f"edge {record['edge']} (node {record['node']} <- {record['input']}): "
+                f"{record['chosen']}; accuracy without each op "
+                + ", ".join(f"{op} {acc:.2f}" for op, acc in zip(record["ops"], record["acc"])))
+    return f"node {record['node']}: kept inputs {record['kept']}, removed {record['removed']}"
 
 
 def run_search(config, resume=False):

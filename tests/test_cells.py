@@ -191,3 +191,19 @@ def test_discrete_network_rejects_bad_input_index(tiny_net):
     bad = genotype2(normal=(("sep_conv_3x3", 3),) + PAIRS[1:])  # node 0 may read 0..1
     with pytest.raises(GenotypeError):
         tiny_net(rand(2, 8, 8, 3), arch=bad)
+
+
+def test_masking_an_op_removes_exactly_its_contribution():
+    """Perturbation selection zeroes one op's weight: the edge output changes by
+    exactly that op's weighted output (train mode, batch statistics)."""
+    c = 4
+    mixed = MixedOp(c, 1, DARTS)
+    x = rand(2, 8, 8, c)
+    relu_x = tf.nn.relu(x)
+    w = tf.nn.softmax(rand(len(DARTS)))
+    k = DARTS.index("sep_conv_3x3")
+    masked = tf.tensor_scatter_nd_update(w, [[k]], [0.0])
+    full = mixed(x, relu_x, w, training=True).numpy()
+    without = mixed(x, relu_x, masked, training=True).numpy()
+    contribution = float(w[k]) * mixed.run_op(k, x, relu_x, training=True).numpy()
+    np.testing.assert_allclose(full - without, contribution, rtol=1e-4, atol=1e-5)

@@ -62,6 +62,8 @@ def test_search_end_to_end_then_resume(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--layers=0"], "layers"),
     (["--selection=bogus"], "selection"),
+    (["--selection=perturbation", "--pt_crit_normal=best"], "pt_crit_normal"),
+    (["--selection=stable_rank", "--msr_shapes=other"], "msr_shapes"),
     (["--no_such_flag=1"], "no_such_flag"),
     (["--dataset=folder:/does/not/exist"], "/does/not/exist"),
     (["--dataset=mnist"], "digits"),
@@ -115,3 +117,35 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert not os.path.exists(os.path.join(config.output_dir, "genotype.json"))
     reader = tf.train.load_checkpoint(checkpoints)
     assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
+
+
+def test_stable_rank_selection_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    result = run_module("keras_darts.search", *TINY, "--epochs=1", "--selection=stable_rank",
+                        f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    genotype = genotype_lib.load(str(out / "genotype.json"))
+    weightless = {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"}
+    assert len(genotype.normal) == 4 and not weightless & {op for op, _ in genotype.normal}
+    alphas = json.load(open(out / "alphas" / "epoch_001.json"))
+    # The per-edge numbers it decided on: stable ranks, None for weightless ops.
+    assert alphas["scores"]["normal"][0][0] is None and alphas["scores"]["normal"][0][4] > 0
+
+
+def test_perturbation_selection_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    result = run_module("keras_darts.search", *TINY, "--epochs=1", "--selection=perturbation",
+                        "--pt_proj_intv=1", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    genotype = genotype_lib.load(str(out / "genotype.json"))
+    assert len(genotype.normal) == 4 and "none" not in {op for op, _ in genotype.normal}
+    state = json.load(open(out / "perturbation" / "projection.json"))
+    decisions = state["history"]
+    # 2 nodes: 5 edge decisions + 1 node decision per cell type, at epochs 0..5.
+    assert len(decisions) == 12
+    assert sorted({d["epoch"] for d in decisions}) == [0, 1, 2, 3, 4, 5]
+    op_decisions = [d for d in decisions if d["kind"] == "op"]
+    assert all(d["chosen"] in d["ops"] and len(d["acc"]) == 7 for d in op_decisions)
+    # 1 search epoch + 6 tuning epochs, each checkpointed.
+    assert os.path.exists(out / "checkpoints" / "ckpt-7.index")
+    assert "perturbation tuning epoch 6/6" in result.stderr

@@ -244,3 +244,25 @@ def test_default_hparams_follow_reference():
         0.025, 0.001, 0.9, 3e-4, 5.0)
     assert (hp.a_lr, hp.a_beta_1, hp.a_beta_2, hp.a_epsilon, hp.a_weight_decay) == (
         3e-4, 0.5, 0.999, 1e-8, 1e-3)
+
+
+def test_fixed_rows_get_no_alpha_gradient_and_are_used():
+    """DARTS-PT tuning: decided rows are held at their one-hot weights; the step
+    changes only the other alpha rows (their Adam update needs a gradient)."""
+    keras.utils.set_random_seed(0)
+    net = SearchNetwork(10, channels=4, num_layers=3, num_nodes=2, input_shape=(8, 8, 3))
+    search = BilevelSearch(net, tf.distribute.get_strategy(), 4,
+                           SearchHParams(a_weight_decay=0.0))
+    one_hot = np.eye(len(net.primitives), dtype=np.float32)[4]
+    search.fix_rows({"normal": {0: one_hot}})
+    weights = search._mixing_weights()
+    np.testing.assert_array_equal(weights["normal"][0], one_hot)
+    np.testing.assert_allclose(weights["normal"][1], tf.nn.softmax(net.alpha_normal[1]))
+    before = net.alpha_normal.numpy()
+    rng = np.random.default_rng(0)
+    batch = (tf.constant(rng.standard_normal((4, 8, 8, 3)).astype(np.float32)),
+             tf.constant(rng.integers(0, 10, 4).astype(np.int32)))
+    search.step(batch, batch)
+    after = net.alpha_normal.numpy()
+    np.testing.assert_array_equal(after[0], before[0])  # No gradient, no decay: unchanged.
+    assert not np.allclose(after[1:], before[1:])

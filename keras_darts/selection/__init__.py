@@ -9,6 +9,7 @@ perturbation-based selection); magnitude needs nothing.
 import dataclasses
 
 _CRITERIA = {}
+_REQUIRES = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,17 +20,25 @@ class SelectionResult:
     scores: dict  # JSON-serialisable: {"normal": [[...per op...] per edge], "reduce": ...}
 
 
-def register(name):
+def register(name, requires=()):
+    """Registers `criterion(model, context)` under `name`.  `requires`: context
+    keys it cannot run without (e.g. callbacks that fine-tune the supernet)."""
     def decorate(criterion):
         if name in _CRITERIA:
             raise ValueError(f"selection criterion '{name}' is already registered")
         _CRITERIA[name] = criterion
+        _REQUIRES[name] = tuple(requires)
         return criterion
     return decorate
 
 
 def names():
     return tuple(sorted(_CRITERIA))
+
+
+def standalone_names():
+    """Criteria that need nothing but the trained supernet (what --selection offers)."""
+    return tuple(name for name in names() if not _REQUIRES[name])
 
 
 def get(name):
@@ -43,4 +52,6 @@ def select(name, model, context=None):
 
 
 # Built-in criteria register themselves on import.
-from keras_darts.selection import magnitude  # noqa: E402,F401
+from keras_darts.selection import magnitude, perturbation, stable_rank  # noqa: E402
+
+BUILT_IN = (magnitude, perturbation, stable_rank)
