@@ -1,7 +1,10 @@
 """Every command-line flag of keras_darts, and their conversion to a config.
 
 This is the only module that defines flags and the only one that reads FLAGS
-(in `to_search_config`); library code receives a `SearchConfig`.
+(`to_search_config`, `to_select_config`); library code receives a
+`SearchConfig`.  `keras_darts.search` defines the search flags,
+`keras_darts.select` only the selection flags (so a flag it would ignore is an
+error, not silently dropped).
 """
 
 import dataclasses
@@ -17,7 +20,30 @@ FLAGS = flags.FLAGS
 _DEFAULTS = SearchConfig(output_dir="")
 
 
-def _define_search_flags():
+def _define_selection_flags():
+    d = _DEFAULTS
+    flags.DEFINE_enum("selection", d.selection, list(selection.names()),
+                      "How the genotype is read out of the supernet: magnitude (DARTS), "
+                      "stable_rank (minimum stable rank read-out, MSR-DARTS sect. 3.6), "
+                      "perturbation (DARTS-PT: progressive op/edge removal with tuning "
+                      "after the search).")
+    flags.DEFINE_integer("pt_proj_intv", d.pt_proj_intv, "perturbation: tuning epochs "
+                         "between decisions (published scripts: 5).", lower_bound=1)
+    flags.DEFINE_enum("pt_crit_normal", d.pt_crit_normal, list(perturbation.CRITERIA),
+                      "perturbation: score normal-cell decisions by validation accuracy "
+                      "or loss.")
+    flags.DEFINE_enum("pt_crit_reduce", d.pt_crit_reduce, list(perturbation.CRITERIA),
+                      "perturbation: the same for reduction cells.")
+    flags.DEFINE_enum("msr_shapes", d.msr_shapes, ["code", "actual"],
+                      "stable_rank: spatial size each edge is scored at; 'code' = the MSR-DARTS "
+                      "code's (the cell's input size, halved for stride-2 edges), 'actual' = "
+                      "the size the edge runs at.")
+
+
+def define_search_flags():
+    """The flags of `python -m keras_darts.search` (idempotent)."""
+    if "dataset" in FLAGS:
+        return
     d = _DEFAULTS
     # Data.
     flags.DEFINE_string("dataset", d.dataset,
@@ -49,22 +75,7 @@ def _define_search_flags():
                          "0 = one pass over search-train.", lower_bound=0)
     flags.DEFINE_enum("order", d.order, ["first"],
                       "Architecture gradient: 'first' = first-order DARTS.")
-    flags.DEFINE_enum("selection", d.selection, list(selection.names()),
-                      "How the genotype is read out of the supernet: magnitude (DARTS), "
-                      "stable_rank (minimum stable rank read-out, MSR-DARTS sect. 3.6), "
-                      "perturbation (DARTS-PT: progressive op/edge removal with tuning "
-                      "after the search).")
-    flags.DEFINE_integer("pt_proj_intv", d.pt_proj_intv, "perturbation: tuning epochs "
-                         "between decisions (published scripts: 5).", lower_bound=1)
-    flags.DEFINE_enum("pt_crit_normal", d.pt_crit_normal, list(perturbation.CRITERIA),
-                      "perturbation: score normal-cell decisions by validation accuracy "
-                      "or loss.")
-    flags.DEFINE_enum("pt_crit_reduce", d.pt_crit_reduce, list(perturbation.CRITERIA),
-                      "perturbation: the same for reduction cells.")
-    flags.DEFINE_enum("msr_shapes", d.msr_shapes, ["code", "actual"],
-                      "stable_rank: spatial size each edge is scored at; 'code' = the MSR-DARTS "
-                      "code's (the cell's input size, halved for stride-2 edges), 'actual' = "
-                      "the size the edge runs at.")
+    _define_selection_flags()
     flags.DEFINE_integer("seed", d.seed, "Random seed (weights, alphas, data order).")
     flags.DEFINE_float("w_lr", d.w_lr, "Weight SGD learning rate (cosine-annealed).",
                        lower_bound=0.0)
@@ -101,7 +112,31 @@ def _define_search_flags():
     flags.mark_flag_as_required("output_dir")
 
 
-_define_search_flags()
+def define_select_flags():
+    """The flags of `python -m keras_darts.select` (idempotent)."""
+    if "checkpoint" in FLAGS:
+        return
+    flags.DEFINE_string("checkpoint", None, "Output directory of a finished (or interrupted) "
+                        "search: its config.json and latest checkpoint are used.")
+    flags.DEFINE_string("output_dir", None, "Where to write this selection's genotype.json, "
+                        "results.json, scores and TensorBoard (must be new or empty).")
+    flags.DEFINE_string("data_dir", None, "Override the search's --data_dir (tfds datasets).")
+    _define_selection_flags()
+    flags.mark_flag_as_required("checkpoint")
+    flags.mark_flag_as_required("output_dir")
+
+
+_SELECTION_FIELDS = ("selection", "msr_shapes", "pt_proj_intv", "pt_crit_normal",
+                     "pt_crit_reduce")
+
+
+def to_select_config(saved, flag_values=FLAGS):
+    """The search's saved config with this selection's settings and output dir."""
+    changes = {name: flag_values[name].value for name in _SELECTION_FIELDS}
+    changes["output_dir"] = flag_values.output_dir
+    if flag_values.data_dir:
+        changes["data_dir"] = flag_values.data_dir
+    return dataclasses.replace(saved, **changes)
 
 
 def to_search_config(flag_values=FLAGS):

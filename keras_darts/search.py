@@ -18,6 +18,8 @@ from keras_darts import cli_flags  # noqa: E402
 from keras_darts.errors import KerasDartsError  # noqa: E402
 from keras_darts.trainer import run_search  # noqa: E402
 
+cli_flags.define_search_flags()
+
 
 def main(argv):
     if len(argv) > 1:

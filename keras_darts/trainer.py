@@ -6,6 +6,7 @@ alphas and TensorBoard summaries, and saves a checkpoint (weights, alphas,
 both optimizers, epoch) so `--resume` loses at most the running epoch.
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -146,11 +147,42 @@ class SearchRun:
         with EpochWriter(self.paths.tensorboard) as writer:
             for epoch in range(int(self.epoch.numpy()), cfg.epochs):
                 self._run_epoch(epoch, train_iter, val_iter, writer)
-            if cfg.selection == "perturbation":
-                result = self._perturbation(train_iter, val_iter, writer)
-            else:
-                result = self._select()
-            return self._finish(writer, result)
+            return self._select_and_finish(train_iter, val_iter, writer)
+
+    def select_from(self, source_dir):
+        """Runs --selection on the supernet checkpointed in `source_dir` (a search's
+        output directory) and writes the outputs to this run's --output_dir; the
+        source is only read."""
+        self.prepare()
+        self.paths.make()
+        self.config.save(self.paths.config)
+        self.build()
+        latest = tf.train.latest_checkpoint(os.path.join(source_dir, "checkpoints"))
+        if latest is None:
+            raise ConfigError(f"no checkpoint in {source_dir}/checkpoints")
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        searched = int(self.epoch.numpy())
+        if searched < self.config.epochs:
+            logging.warning("%s holds a search stopped after %d of %d epochs", source_dir,
+                            searched, self.config.epochs)
+        # Selection-only runs count tuning epochs from the checkpoint's epoch.
+        self.config = dataclasses.replace(self.config, epochs=searched)
+        logging.info("selecting with '%s' on %s (epoch %d)", self.config.selection, latest,
+                     searched)
+        train_iter = iter(self.search.distribute(self.data.search_train))
+        val_iter = iter(self.search.distribute(self.data.search_val))
+        self._epoch_times = []
+        with EpochWriter(self.paths.tensorboard) as writer:
+            return self._select_and_finish(train_iter, val_iter, writer)
+
+    def _select_and_finish(self, train_iter, val_iter, writer):
+        if self.config.selection == "perturbation":
+            result = self._perturbation(train_iter, val_iter, writer)
+        else:
+            result = self._select()
+        write_json(os.path.join(self.config.output_dir, "selection_scores.json"),
+                   {"selection": self.config.selection, "scores": result.scores})
+        return self._finish(writer, result)
 
     def _run_epoch(self, epoch, train_iter, val_iter, writer):
         cfg = self.config
@@ -344,3 +376,8 @@ def _describe_decision(record):
 def run_search(config, resume=False):
     """Runs (or resumes) the search described by `config`; returns the results dict."""
     return SearchRun(config, resume=resume).run()
+
+
+def run_selection(config, source_dir):
+    """Runs `config.selection` on the searched supernet in `source_dir`."""
+    return SearchRun(config).select_from(source_dir)

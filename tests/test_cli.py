@@ -16,6 +16,8 @@ from keras_darts.errors import TrainingDivergedError
 from keras_darts.search_step import BilevelSearch
 from keras_darts.trainer import run_search
 
+cli_flags.define_search_flags()
+
 TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_size=16",
         "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1"]
 
@@ -149,3 +151,31 @@ def test_perturbation_selection_end_to_end(tmp_path):
     # 1 search epoch + 6 tuning epochs, each checkpointed.
     assert os.path.exists(out / "checkpoints" / "ckpt-7.index")
     assert "perturbation tuning epoch 6/6" in result.stderr
+
+
+def test_select_runs_criteria_on_a_searched_supernet(tmp_path):
+    search_dir = tmp_path / "search"
+    searched = run_module("keras_darts.search", *TINY, "--epochs=1", f"--output_dir={search_dir}")
+    assert searched.returncode == 0, searched.stderr[-3000:]
+    before = sorted(os.listdir(search_dir / "checkpoints"))
+    for name, extra in [("stable_rank", []), ("perturbation", ["--pt_proj_intv=1"])]:
+        out = tmp_path / name
+        result = run_module("keras_darts.select", f"--checkpoint={search_dir}",
+                            f"--selection={name}", f"--output_dir={out}", *extra)
+        assert result.returncode == 0, result.stderr[-3000:]
+        genotype = genotype_lib.load(str(out / "genotype.json"))
+        assert len(genotype.reduce) == 4
+        scores = json.load(open(out / "selection_scores.json"))
+        assert scores["selection"] == name and scores["scores"]
+        assert 0.0 <= json.load(open(out / "results.json"))["test_accuracy"] <= 1.0
+    assert sorted(os.listdir(search_dir / "checkpoints")) == before  # Source untouched.
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--checkpoint=/does/not/exist"], "not a keras_darts.search output"),
+    (["--checkpoint=/tmp", "--channels=4"], "channels"),  # A search flag: not accepted here.
+])
+def test_select_bad_input(tmp_path, args, message):
+    result = run_module("keras_darts.select", f"--output_dir={tmp_path / 'out'}", *args,
+                        timeout=120)
+    assert result.returncode != 0 and message in result.stderr

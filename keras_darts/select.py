@@ -1,0 +1,54 @@
+"""Runs a selection criterion on an already searched supernet, without searching again.
+
+  python -m keras_darts.select --checkpoint=RUN_DIR --selection=stable_rank \
+      --output_dir=RUN_DIR/select_stable_rank
+
+RUN_DIR is the --output_dir of `keras_darts.search` (its config.json and latest
+checkpoint are read, never written).  Writes config.json, genotype.json,
+results.json (supernet test accuracy), selection_scores.json, tensorboard/ and,
+for perturbation (which tunes the supernet), checkpoints/ and perturbation/.
+"""
+
+import logging as std_logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, logging  # noqa: E402
+
+from keras_darts import cli_flags  # noqa: E402
+from keras_darts.config import SearchConfig  # noqa: E402
+from keras_darts.errors import ConfigError, KerasDartsError  # noqa: E402
+from keras_darts.trainer import run_selection  # noqa: E402
+
+cli_flags.define_select_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+    source = cli_flags.FLAGS.checkpoint
+    try:
+        saved_config = os.path.join(source, "config.json")
+        if not os.path.isfile(saved_config):
+            raise ConfigError(f"{source} is not a keras_darts.search output directory "
+                              "(no config.json)")
+        config = cli_flags.to_select_config(SearchConfig.load(saved_config))
+        if os.path.abspath(config.output_dir) == os.path.abspath(source):
+            raise ConfigError("--output_dir must differ from --checkpoint (the search is "
+                              "only read)")
+        run_selection(config, source)
+    except KerasDartsError as e:
+        logging.error("%s", e)
+        print(f"keras_darts.select: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("keras_darts.select: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    app.run(main)
