@@ -517,3 +517,5 @@ for _name, _factory in _FACTORIES.items():
 DARTS_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                     "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 register_op_set("darts", DARTS_PRIMITIVES)
+# DARTS-PT's space "s5": the DARTS ops without `none` (specs/selection.md 2.1).
+register_op_set("darts_pt", DARTS_PRIMITIVES[1:])

@@ -95,6 +95,9 @@ def test_every_flagfile_parses():
     assert (paper.dataset, paper.epochs, paper.channels, paper.layers, paper.batch_size) == \
         ("tfds:cifar10", 50, 16, 8, 64)
     assert configs["quickstart.cfg"].dataset == "digits"
+    pt = configs["darts_pt_cifar10.cfg"]
+    assert (pt.selection, pt.primitives, pt.pt_proj_intv, pt.epochs) == \
+        ("perturbation", "darts_pt", 5, 50)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

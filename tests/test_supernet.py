@@ -184,3 +184,13 @@ def test_edge_weights_replace_softmax_alpha():
         net(x, edge_weights={"normal": masked[:3]})
     with pytest.raises(ValueError, match="keys"):
         net(x, edge_weights={"normall": masked})
+
+
+def test_darts_pt_space_has_no_none_and_the_same_weights():
+    """DARTS-PT's s5 space: the 7 DARTS ops without `none`; `none` has no weights,
+    so the supernet keeps 1,930,618 (specs/selection.md 2.1)."""
+    assert ops.op_set("darts_pt") == ops.op_set("darts")[1:]
+    keras.utils.set_random_seed(0)
+    net = SearchNetwork(10, primitives="darts_pt")
+    assert tuple(net.alpha_normal.shape) == (14, 7)
+    assert net.count_weight_params() == 1_930_618
