@@ -9,45 +9,36 @@ results.json (supernet test accuracy), selection_scores.json, tensorboard/ and,
 for perturbation (which tunes the supernet), checkpoints/ and perturbation/.
 """
 
-import logging as std_logging
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, logging  # noqa: E402
+from absl import app  # noqa: E402
 
 from keras_darts import cli_flags  # noqa: E402
+from keras_darts.cli import run_guarded  # noqa: E402
 from keras_darts.config import SearchConfig  # noqa: E402
-from keras_darts.errors import ConfigError, KerasDartsError  # noqa: E402
+from keras_darts.errors import ConfigError  # noqa: E402
 from keras_darts.trainer import run_selection  # noqa: E402
 
 cli_flags.define_select_flags()
 
 
+def select(source):
+    saved_config = os.path.join(source, "config.json")
+    if not os.path.isfile(saved_config):
+        raise ConfigError(f"{source} is not a keras_darts.search output directory "
+                          "(no config.json)")
+    config = cli_flags.to_select_config(SearchConfig.load(saved_config))
+    if os.path.abspath(config.output_dir) == os.path.abspath(source):
+        raise ConfigError("--output_dir must differ from --checkpoint (the search is only read)")
+    return run_selection(config, source)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.INFO)
-    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
     source = cli_flags.FLAGS.checkpoint
-    try:
-        saved_config = os.path.join(source, "config.json")
-        if not os.path.isfile(saved_config):
-            raise ConfigError(f"{source} is not a keras_darts.search output directory "
-                              "(no config.json)")
-        config = cli_flags.to_select_config(SearchConfig.load(saved_config))
-        if os.path.abspath(config.output_dir) == os.path.abspath(source):
-            raise ConfigError("--output_dir must differ from --checkpoint (the search is "
-                              "only read)")
-        run_selection(config, source)
-    except KerasDartsError as e:
-        logging.error("%s", e)
-        print(f"keras_darts.select: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("keras_darts.select: interrupted", file=sys.stderr)
-        sys.exit(130)
+    run_guarded("keras_darts.select", argv, lambda: select(source),
+                lambda: f"{source} is unchanged; rerun into a new --output_dir")
 
 
 if __name__ == "__main__":

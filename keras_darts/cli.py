@@ -1,0 +1,27 @@
+"""What every keras_darts command line does around its work: logging set-up,
+clear errors (exit 2), and a resume hint on Ctrl-C (exit 130)."""
+
+import logging as std_logging
+import sys
+
+from absl import app, logging
+
+from keras_darts.errors import KerasDartsError
+
+
+def run_guarded(program, argv, work, interrupted_hint):
+    """Runs `work()`; a KerasDartsError becomes one message and exit code 2."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    # TF logs every checkpoint shard at INFO through the "tensorflow" logger.
+    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+    try:
+        return work()
+    except KerasDartsError as e:
+        logging.error("%s", e)
+        print(f"{program}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted; {interrupted_hint()}", file=sys.stderr)
+        sys.exit(130)
