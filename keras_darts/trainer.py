@@ -235,11 +235,16 @@ class SearchRun:
                 f"{step + 1}; stopped without saving this epoch (the last good checkpoint is "
                 "kept). Try a lower --w_lr or --a_lr, or check the input data.")
 
-    def evaluate(self, dataset):
-        """Eval-mode (running BN statistics) mean loss and accuracy over `dataset`."""
+    def evaluate(self, dataset, edge_weights=None):
+        """Mean loss and accuracy over `dataset`: eval mode (running BN statistics),
+        or, given `edge_weights`, train mode with those mixing weights (DARTS-PT)."""
         loss_sum = correct = count = 0.0
         for batch in self.search.distribute(dataset):
-            batch_loss, batch_correct, batch_count = self.search.evaluate(batch)
+            if edge_weights is None:
+                batch_loss, batch_correct, batch_count = self.search.evaluate(batch)
+            else:
+                batch_loss, batch_correct, batch_count = self.search.evaluate_mixed(
+                    batch, edge_weights)
             loss_sum += float(batch_loss)
             correct += float(batch_correct)
             count += float(batch_count)
@@ -297,15 +302,9 @@ class SearchRun:
         def save_state():
             atomic_write_text(state, projection.to_json() + "\n")
 
-        def evaluate(edge_weights):
-            loss_sum = correct = count = 0.0
-            for batch in self.search.distribute(self.data.search_val_eval):
-                batch_loss, batch_correct, batch_count = self.search.evaluate_mixed(
-                    batch, edge_weights)
-                loss_sum += float(batch_loss)
-                correct += float(batch_correct)
-                count += float(batch_count)
-            return 100.0 * correct / max(count, 1.0), loss_sum / max(count, 1.0)
+        def evaluate(edge_weights):  # -> (top-1 %, mean loss), as DARTS-PT compares.
+            loss, accuracy = self.evaluate(self.data.search_val_eval, edge_weights)
+            return 100.0 * accuracy, loss
 
         def on_decision(record, t):
             save_state()
