@@ -12,7 +12,6 @@ import os
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -293,7 +292,7 @@ class SearchRun:
         if done == 0:
             self.search.weight_optimizer.reset()  # DARTS-PT tunes with a new SGD...
         self.search.set_weight_lr(cfg.w_lr / 10)  # ...at a tenth of the lr, never annealed.
-        self.search.fix_rows(_fixed_rows(projection))
+        self.search.fix_rows(projection.fixed_rows())
         tune_epochs, _ = perturbation.decision_epochs(
             cfg.pt_proj_intv, projection.num_edges, len(projection.node_rows))
         logging.info("perturbation selection: %d tuning epochs, decisions every %d",
@@ -313,7 +312,7 @@ class SearchRun:
 
         def tune(projection, t):
             start = time.time()
-            self.search.fix_rows(_fixed_rows(projection))
+            self.search.fix_rows(projection.fixed_rows())
             means = self._train_epoch(t, tune_epochs, train_iter, val_iter)
             self.epoch.assign(cfg.epochs + t + 1)
             self.manager.save(checkpoint_number=cfg.epochs + t + 1)
@@ -349,19 +348,6 @@ class SearchRun:
                      "genotype written to %s", test_acc, 1.0 / self.data.info.num_classes,
                      test_loss, self.paths.genotype)
         return summary
-
-
-def _fixed_rows(projection):
-    """Rows DARTS-PT has decided: one-hot for chosen ops, zeros for removed edges."""
-    num_ops = len(projection.primitives)
-    fixed = {}
-    for cell in ("normal", "reduce"):
-        rows = {e: np.eye(num_ops, dtype=np.float32)[k]
-                for e, k in projection.chosen_ops[cell].items()}
-        for removed in projection.removed_edges[cell].values():
-            rows.update({e: np.zeros(num_ops, np.float32) for e in removed})
-        fixed[cell] = rows
-    return fixed
 
 
 def _describe_decision(record):

@@ -132,20 +132,30 @@ class Projection:
                              f"{EDGES_PER_NODE} of its rows, got {removed}")
         self.removed_edges[cell_type][int(node)] = removed
 
-    def weights(self, probs_by_cell):
-        """Forward weights per cell type: softmax(alpha) rows, one-hot of the chosen
-        op for decided edges, zeros for removed edges (spec 2.2).  New arrays."""
-        out = {}
+    def fixed_rows(self):
+        """{cell: {row: weights [K]}}: the rows decisions fix, one-hot of the chosen
+        op for decided edges, zeros for removed edges (spec 2.2)."""
+        num_ops = len(self.primitives)
+        fixed = {}
         for cell in CELL_TYPES:
+            rows = {e: np.eye(num_ops, dtype=np.float32)[k]
+                    for e, k in self.chosen_ops[cell].items()}
+            for removed in self.removed_edges[cell].values():
+                rows.update({e: np.zeros(num_ops, np.float32) for e in removed})
+            fixed[cell] = rows
+        return fixed
+
+    def weights(self, probs_by_cell):
+        """Forward weights per cell type: softmax(alpha) rows with the fixed rows
+        (`fixed_rows`) in place (spec 2.2).  New arrays."""
+        out = {}
+        for cell, rows in self.fixed_rows().items():
             w = np.array(probs_by_cell[cell], copy=True)
             if w.shape != (self.num_edges, len(self.primitives)):
                 raise ValueError(f"{cell} probabilities have shape {w.shape}, expected "
                                  f"{(self.num_edges, len(self.primitives))}")
-            for e, k in self.chosen_ops[cell].items():
-                w[e] = 0.0
-                w[e, k] = 1.0
-            for removed in self.removed_edges[cell].values():
-                w[removed] = 0.0
+            for e, values in rows.items():
+                w[e] = values
             out[cell] = w
         return out
 
