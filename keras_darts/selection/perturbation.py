@@ -205,12 +205,24 @@ def _pick(values, better):
     return best
 
 
-def _evaluate(evaluate, base, cell_type, rows, cols=slice(None)):
-    """evaluate() on a copy of `base` with weights[cell_type][rows, cols] = 0."""
-    weights = {cell: w.copy() for cell, w in base.items()}
-    weights[cell_type][rows, cols] = 0.0  # No renormalisation (spec 2.3).
-    acc, loss = evaluate(weights)
-    return float(acc), float(loss)
+def _scores(evaluate, base, cell_type, masks):
+    """(accuracies, losses) of evaluate() on copies of `base`, each with
+    weights[cell_type][mask] = 0 for one mask (no renormalisation, spec 2.3)."""
+    accs, losses = [], []
+    for mask in masks:
+        weights = {cell: w.copy() for cell, w in base.items()}
+        weights[cell_type][mask] = 0.0
+        acc, loss = evaluate(weights)
+        accs.append(float(acc))
+        losses.append(float(loss))
+    return accs, losses
+
+
+def _random_undecided(candidates, rng, cell_type, what, crit):
+    _check_crit(crit)
+    if not candidates:
+        raise ValueError(f"no undecided {cell_type} {what} left")
+    return int(rng.choice(candidates))
 
 
 def _check_crit(crit):
@@ -225,14 +237,10 @@ def project_op(projection, cell_type, probs_by_cell, evaluate, rng, crit):
     weights) and keeps the op whose removal hurts most: lowest accuracy (crit
     "acc") or highest loss ("loss"), the first op among ties.  Returns the record.
     """
-    _check_crit(crit)
-    undecided = projection.undecided_edges(cell_type)
-    if not undecided:
-        raise ValueError(f"no undecided {cell_type} edge left")
-    edge = int(rng.choice(undecided))
+    edge = _random_undecided(projection.undecided_edges(cell_type), rng, cell_type, "edge", crit)
     base = projection.weights(probs_by_cell)
-    scores = [_evaluate(evaluate, base, cell_type, edge, k) for k in projection.candidate_ops]
-    accs, losses = [s[0] for s in scores], [s[1] for s in scores]
+    accs, losses = _scores(evaluate, base, cell_type,
+                           [(edge, k) for k in projection.candidate_ops])
     best = _pick(accs, operator.lt) if crit == "acc" else _pick(losses, operator.gt)
     op = projection.candidate_ops[best]
     projection.decide_op(cell_type, edge, op)
@@ -251,16 +259,11 @@ def project_edge(projection, cell_type, probs_by_cell, evaluate, rng, crit):
     matters least: highest accuracy (crit "acc") or lowest loss ("loss"), the
     later edge among ties.  The removed rows are then zeroed for good.
     """
-    _check_crit(crit)
-    undecided = projection.undecided_nodes(cell_type)
-    if not undecided:
-        raise ValueError(f"no undecided {cell_type} node left")
-    node = int(rng.choice(undecided))
+    node = _random_undecided(projection.undecided_nodes(cell_type), rng, cell_type, "node", crit)
     base = projection.weights(probs_by_cell)
     remaining, removed, rounds = list(projection.node_rows[node]), [], []
     while len(remaining) > EDGES_PER_NODE:
-        scores = [_evaluate(evaluate, base, cell_type, e) for e in remaining]
-        accs, losses = [s[0] for s in scores], [s[1] for s in scores]
+        accs, losses = _scores(evaluate, base, cell_type, remaining)
         worst = _pick(accs, operator.ge) if crit == "acc" else _pick(losses, operator.le)
         rounds.append({"edges": list(remaining), "acc": accs, "loss": losses,
                        "removed": remaining[worst]})
