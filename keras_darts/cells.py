@@ -55,14 +55,14 @@ class MixedOp(ops.BuiltLayer):
         # One traced function per kind of edge for the ops that allow it; the
         # others run inline (their fast kernels pair forward and backward).
         inline = tuple(k for k, op in enumerate(self.candidates) if op.inline_only)
+        shared = tuple(k for k in range(len(self.candidates)) if k not in inline)
         terms = []
-        if any(not op.is_zero and not op.inline_only for op in self.candidates):
+        if any(not self.candidates[k].is_zero for k in shared):
             key = (type(self), self.channels, self.stride, self.primitives)
             terms.append(tracing.call_shared(
                 self, key, MixedOp.mix, x, relu_x, weights, training, inline,
                 constant_variables=not weight_grads, recompute=self.recompute))
-        rows = tf.unstack(weights)
-        terms += [self.run_op(k, x, relu_x, training, weight=rows[k]) for k in inline]
+        terms.append(self.mix(x, relu_x, weights, training, skip=shared))
         terms = [t for t in terms if t is not None]
         return tf.add_n(terms) if terms else None
 
