@@ -4,6 +4,15 @@ import tensorflow as tf
 
 from keras_darts import ops, tracing
 
+# Edge modes of a clamped cell (EDAS): an op index k >= 0 runs candidate k alone
+# with coefficient 1; these two run every candidate mixed, or nothing.
+EDGE_MIXED = -1
+EDGE_OFF = -2
+
+
+def _call_op(op, x, training):
+    return op(x, training=training)
+
 
 def edge_inputs(num_nodes):
     """(node, input_state) of every edge, in alpha row order.
@@ -47,6 +56,17 @@ class MixedOp(ops.BuiltLayer):
         y = op(x, training=training)
         return y if weight is None else weight * y
 
+    def run_clamped(self, k, x, relu_x, training=False, weight_grads=True):
+        """Candidate k alone, coefficient 1 (a clamped edge): no other op runs.
+        Shared per kind of op where `tracing.can_share()`, like `call`."""
+        op = self.candidates[k]
+        if op.is_zero or op.inline_only or not tracing.can_share():
+            return self.run_op(k, x, relu_x, training)
+        key = (type(self), "clamped", self.primitives[k], self.channels, self.stride)
+        return tracing.call_shared(op, key, _call_op, relu_x if op.starts_with_relu else x,
+                                   training, constant_variables=not weight_grads,
+                                   recompute=self.recompute)
+
     def call(self, x, relu_x, weights, training=False, weight_grads=True):
         """sum_k weights[k] * op_k(x); `weight_grads=False`: no gradient w.r.t.
         this edge's weights will be asked for (the architecture step)."""
@@ -80,7 +100,9 @@ class SearchCell(ops.BuiltLayer):
 
     `call` either mixes every edge with `weights` ([num_edges, num_ops]), or,
     given `arch` = (pairs, concat) of a discrete cell, runs only the chosen op
-    of the chosen edges (one sampled architecture inside the same supernet).
+    of the chosen edges (one sampled architecture inside the same supernet),
+    or, given `modes` (one per edge: an op index, EDGE_MIXED or EDGE_OFF),
+    runs each edge as its mode says (EDAS's clamped cell).
     """
 
     def __init__(self, num_nodes, prev_prev_channels, prev_channels, channels, reduction,
@@ -104,7 +126,8 @@ class SearchCell(ops.BuiltLayer):
     def out_channels(self):
         return self.num_nodes * self.channels
 
-    def call(self, s0, s1, weights=None, arch=None, training=False, weight_grads=True):
+    def call(self, s0, s1, weights=None, arch=None, training=False, weight_grads=True,
+             modes=None):
         states = [self.preprocess0(tf.nn.relu(s0), training=training),
                   self.preprocess1(tf.nn.relu(s1), training=training)]
         # ReLU(state) once per state, shared by every edge and op that starts with it.
@@ -115,10 +138,13 @@ class SearchCell(ops.BuiltLayer):
                 relu_states[j] = tf.nn.relu(states[j])
             return relu_states[j]
 
-        if arch is None:
-            terms_of = self._mixed_terms(states, relu_of, weights, training, weight_grads)
-        else:
+        if arch is not None:
             terms_of = self._discrete_terms(states, relu_of, arch, training)
+        elif modes is not None:
+            terms_of = self._clamped_terms(states, relu_of, weights, modes, training,
+                                           weight_grads)
+        else:
+            terms_of = self._mixed_terms(states, relu_of, weights, training, weight_grads)
         for node in range(self.num_nodes):
             terms = [t for t in terms_of(node) if t is not None]
             if terms:
@@ -138,6 +164,25 @@ class SearchCell(ops.BuiltLayer):
                     relu_x = relu_of(j) if edge.needs_relu else None
                     yield edge(states[j], relu_x, rows[e], training=training,
                                weight_grads=weight_grads)
+        return terms_of
+
+    def _clamped_terms(self, states, relu_of, weights, modes, training, weight_grads):
+        if len(modes) != len(self.edges):
+            raise ValueError(f"{len(modes)} edge modes for {len(self.edges)} edges")
+        rows = tf.unstack(weights)
+
+        def terms_of(node):
+            for e, (n, j) in enumerate(self.edge_inputs):
+                mode, edge = int(modes[e]), self.edges[e]
+                if n != node or mode == EDGE_OFF:
+                    continue
+                if mode == EDGE_MIXED:
+                    relu_x = relu_of(j) if edge.needs_relu else None
+                    yield edge(states[j], relu_x, rows[e], training=training,
+                               weight_grads=weight_grads)
+                else:
+                    relu_x = relu_of(j) if edge.candidates[mode].starts_with_relu else None
+                    yield edge.run_clamped(mode, states[j], relu_x, training, weight_grads)
         return terms_of
 
     def _discrete_terms(self, states, relu_of, arch, training):

@@ -11,7 +11,7 @@ import dataclasses
 
 from absl import flags
 
-from keras_darts import ops, runtime, selection
+from keras_darts import edas, ops, runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.selection import perturbation
 from keras_darts.supernet import RECOMPUTE_POLICIES
@@ -75,6 +75,24 @@ def define_search_flags():
                          "0 = one pass over search-train.", lower_bound=0)
     flags.DEFINE_enum("order", d.order, ["first"],
                       "Architecture gradient: 'first' = first-order DARTS.")
+    flags.DEFINE_enum("relaxation", d.relaxation, ["full", "single_edge"],
+                      "'full' = DARTS (every edge mixed); 'single_edge' = EDAS (one sampled "
+                      "edge per step mixed, every other edge clamped to the derived "
+                      "architecture).")
+    flags.DEFINE_enum("edas_clamp", d.edas_clamp, list(edas.CLAMPS),
+                      "single_edge: 'derived' = clamp to the DARTS-derived cell (2 edges per "
+                      "node ON with their argmax op, the rest OFF); 'per_edge_argmax' = every "
+                      "edge ON with its argmax op ('none' allowed).")
+    flags.DEFINE_enum("edas_edges_per_step", d.edas_edges_per_step, list(edas.EDGES_PER_STEP),
+                      "single_edge: relax one edge per cell type, or one edge of all.")
+    flags.DEFINE_enum("edas_edge_sampling", d.edas_edge_sampling, list(edas.EDGE_SAMPLINGS),
+                      "single_edge: i.i.d. uniform edges, or a fresh random permutation "
+                      "per pass (every edge equally often).")
+    flags.DEFINE_float("edas_tau0", d.edas_tau0, "single_edge: softmax temperature of the "
+                       "relaxed edge at the start, annealed linearly to 1.", lower_bound=1e-3)
+    flags.DEFINE_float("edas_eps", d.edas_eps, "single_edge: probability that a clamped ON "
+                       "edge runs a random op instead (decayed linearly to 0 by mid-search).",
+                       lower_bound=0.0, upper_bound=1.0)
     _define_selection_flags()
     flags.DEFINE_integer("seed", d.seed, "Random seed (weights, alphas, data order).")
     flags.DEFINE_float("w_lr", d.w_lr, "Weight SGD learning rate (cosine-annealed).",

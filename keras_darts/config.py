@@ -30,6 +30,12 @@ class SearchConfig:
     eval_batch_size: int = 0     # 0 = batch_size.
     steps_per_epoch: int = 0     # 0 = a full pass over search-train.
     order: str = "first"
+    relaxation: str = "full"     # full = DARTS; single_edge = EDAS (keras_darts/edas.py).
+    edas_clamp: str = "derived"
+    edas_edges_per_step: str = "per_cell_type"
+    edas_edge_sampling: str = "uniform"
+    edas_tau0: float = 1.0
+    edas_eps: float = 0.0
     selection: str = "magnitude"
     seed: int = 2
     # Optimisers: defaults are SearchHParams' (the reference values).
@@ -56,7 +62,10 @@ class SearchConfig:
     # Fields that must match when resuming: they shape the model or the data.
     # (--epochs may grow: resuming with more epochs extends a finished search.)
     RESUME_KEYS = ("dataset", "data_dir", "image_size", "channels", "layers", "nodes",
-                   "primitives", "stem_multiplier", "batch_size", "order", "seed")
+                   "primitives", "stem_multiplier", "batch_size", "order", "relaxation",
+                   "edas_clamp", "edas_edges_per_step", "edas_edge_sampling", "seed")
+    EDAS_KEYS = ("edas_clamp", "edas_edges_per_step", "edas_edge_sampling", "edas_tau0",
+                 "edas_eps")
 
     def hparams(self):
         """The optimiser settings as the search step takes them (fields without a

@@ -48,8 +48,15 @@ class _Optimizer(tf.Module):
                 v.assign(tf.zeros_like(v))
         self.iterations.assign(0)
 
-    def apply(self, grads, variables):
-        """Applies all-reduced `grads` to `variables`; call in a replica context."""
+    def apply(self, grads, variables, row_masks=None):
+        """Applies all-reduced `grads` to `variables`; call in a replica context.
+
+        A variable whose gradient is None is left untouched (no decay, no
+        momentum), as torch.optim skips parameters without a gradient.
+        row_masks: per variable, None or a 0/1 vector over its first axis: only
+        rows with 1 change (values and slots), as a lazy optimizer updates only
+        the rows a sparse gradient touches.
+        """
         if len(variables) != self._num_variables:
             raise ValueError(f"{self.name}: built for {self._num_variables} variables, "
                              f"got {len(variables)}")
@@ -59,12 +66,31 @@ class _Optimizer(tf.Module):
             step = tf.cast(self.iterations + 1, tf.float32)
             lr = tf.identity(self.learning_rate)
             for i, (g, v) in enumerate(zip(grads, variables)):
+                if g is None:
+                    continue
                 slots = [self.slots[s][i] for s in self.slot_names]
-                strategy.extended.update(v, self._update, args=(g, *slots, lr, step),
-                                         group=False)
+                mask = None if row_masks is None else row_masks[i]
+                update = self._update if mask is None else _masked(self._update, mask)
+                strategy.extended.update(v, update, args=(g, *slots, lr, step), group=False)
             strategy.extended.update(self.iterations, lambda it: it.assign_add(1), group=False)
 
         tf.distribute.get_replica_context().merge_call(merge_fn, args=(list(grads),))
+
+
+def _masked(update, row_mask):
+    """`update` (which assigns a variable and its slots) confined to the rows
+    where `row_mask` is 1: the other rows get their old values back."""
+
+    def masked_update(var, *args):
+        variables = [var] + [a for a in args if isinstance(a, tf.Variable)]
+        old = [tf.identity(v) for v in variables]
+        with tf.control_dependencies(old):
+            result = update(var, *args)
+        with tf.control_dependencies([result] if result is not None else []):
+            keep = tf.reshape(tf.cast(row_mask, var.dtype), [-1] + [1] * (var.shape.rank - 1))
+            return tf.group([v.assign(keep * v + (1.0 - keep) * o)
+                             for v, o in zip(variables, old)])
+    return masked_update
 
 
 class MomentumSGD(_Optimizer):

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_darts.cells import EDGE_MIXED
 from keras_darts.optim import Adam, MomentumSGD
 
 
@@ -94,6 +95,10 @@ class BilevelSearch:
     def set_weight_lr(self, lr):
         self.weight_optimizer.learning_rate.assign(lr)
 
+    def set_progress(self, epoch, epochs):
+        """Called at the start of every search epoch; a hook for variants whose
+        step depends on the search's progress (DARTS' does not)."""
+
     def fix_rows(self, fixed):
         """Holds rows of the mixing weights fixed in every later step: `fixed` =
         {"normal": {row: weights [K]}, "reduce": {...}}; other rows stay
@@ -141,15 +146,25 @@ class BilevelSearch:
             return grads
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
 
-    def _loss_and_grads(self, images, labels, variables, weight_grads=True):
+    def _all_reduce_present(self, grads):
+        """`_all_reduce` of the gradients that exist; None (a variable the loss
+        does not depend on, e.g. an op EDAS did not run) stays None."""
+        present = [i for i, g in enumerate(grads) if g is not None]
+        reduced = self._all_reduce([grads[i] for i in present]) if present else []
+        out = [None] * len(grads)
+        for i, g in zip(present, reduced):
+            out[i] = g
+        return out
+
+    def _loss_and_grads(self, images, labels, variables, weight_grads=True, edge_modes=None):
         """Train-mode loss on one batch and its all-reduced gradient w.r.t. `variables` only."""
         variables = [v.value for v in variables]  # The tf.Variables behind Keras variables.
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             logits = self.model(images, training=True, weight_grads=weight_grads,
-                                edge_weights=self._mixing_weights())
+                                edge_weights=self._mixing_weights(), edge_modes=edge_modes)
             loss = self._mean_loss(labels, logits)
-        grads = self._all_reduce(tape.gradient(loss, variables))
+        grads = self._all_reduce_present(tape.gradient(loss, variables))
         return loss, _correct(labels, logits), grads
 
     def _mixing_weights(self):
@@ -162,17 +177,24 @@ class BilevelSearch:
                              + (1.0 - fixed) * tf.nn.softmax(alpha, axis=-1))
         return weights
 
-    def _arch_update(self, images, labels):
-        """Adam step on alphas with the gradient of the val loss w.r.t. alphas."""
+    def _arch_update(self, images, labels, edge_modes=None):
+        """Adam step on alphas with the gradient of the val loss w.r.t. alphas.
+        With `edge_modes`, only the rows of mixed edges (EDGE_MIXED) change."""
         arch_vars = self.model.arch_variables
-        loss, correct, grads = self._loss_and_grads(images, labels, arch_vars, weight_grads=False)
-        self.arch_optimizer.apply(grads, arch_vars)
+        loss, correct, grads = self._loss_and_grads(images, labels, arch_vars, weight_grads=False,
+                                                    edge_modes=edge_modes)
+        row_masks = None
+        if edge_modes is not None:
+            row_masks = [[float(mode == EDGE_MIXED) for mode in edge_modes[cell]]
+                         for cell in ("normal", "reduce")]
+        self.arch_optimizer.apply(grads, arch_vars, row_masks=row_masks)
         return loss, correct
 
-    def _weight_update(self, images, labels):
+    def _weight_update(self, images, labels, edge_modes=None):
         """SGD step on weights with the gradient of the train loss w.r.t. weights."""
         weight_vars = self.model.weight_variables
-        loss, correct, grads = self._loss_and_grads(images, labels, weight_vars)
+        loss, correct, grads = self._loss_and_grads(images, labels, weight_vars,
+                                                    edge_modes=edge_modes)
         # Clip by the global norm of the full-batch gradient, before L2 (reference order).
         grads, grad_norm = tf.clip_by_global_norm(grads, self.hparams.w_grad_clip)
         self.weight_optimizer.apply(grads, weight_vars)
@@ -186,17 +208,24 @@ class BilevelSearch:
                 "grad_norm": grad_norm / self.strategy.num_replicas_in_sync}
 
     def _distributed_step(self, train_batch, val_batch):
-        per_replica = self.strategy.run(self._replica_step, args=(train_batch, val_batch))
-        totals = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                  for k, v in per_replica.items()}
+        return self._step_metrics(self._run(self._replica_step, train_batch, val_batch))
+
+    def _run(self, replica_fn, *args):
+        """strategy.run, with every output summed over the replicas."""
+        per_replica = self.strategy.run(replica_fn, args=args)
+        return tf.nest.map_structure(
+            lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None),
+            per_replica)
+
+    def _step_metrics(self, totals):
         batch = float(self.global_batch_size)
         return {"loss/train": totals["loss/train"], "loss/val": totals["loss/val"],
                 "accuracy/train": totals["correct/train"] / batch,
                 "accuracy/val": totals["correct/val"] / batch,
                 "grad_norm": totals["grad_norm"]}
 
-    def _replica_evaluate(self, images, labels):
-        logits = self.model(images, training=False)
+    def _replica_evaluate(self, images, labels, edge_modes=None):
+        logits = self.model(images, training=False, edge_modes=edge_modes)
         return (tf.reduce_sum(_cross_entropy(labels, logits)), _correct(labels, logits),
                 tf.cast(tf.shape(labels)[0], tf.float32))
 
@@ -206,11 +235,7 @@ class BilevelSearch:
                 tf.cast(tf.shape(labels)[0], tf.float32))
 
     def _distributed_evaluate_mixed(self, batch, edge_weights):
-        per_replica = self.strategy.run(self._replica_evaluate_mixed, args=(*batch, edge_weights))
-        return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                     for v in per_replica)
+        return self._run(self._replica_evaluate_mixed, *batch, edge_weights)
 
-    def _distributed_evaluate(self, batch):
-        per_replica = self.strategy.run(self._replica_evaluate, args=batch)
-        return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                     for v in per_replica)
+    def _distributed_evaluate(self, batch, edge_modes=None):
+        return self._run(self._replica_evaluate, *batch, edge_modes)

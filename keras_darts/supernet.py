@@ -134,10 +134,14 @@ class SearchNetwork(keras.Model):
                 "reduce": tf.nn.softmax(self.alpha_reduce, axis=-1).numpy()}
 
     # -- forward -------------------------------------------------------------
-    def call(self, images, training=False, arch=None, weight_grads=True, edge_weights=None):
+    def call(self, images, training=False, arch=None, weight_grads=True, edge_weights=None,
+             edge_modes=None):
         """Logits. `edge_weights` = {"normal": [E, K], "reduce": [E, K]} (either
         key optional) replaces softmax(alpha) as the mixing weights of that cell
-        type, e.g. projected or masked weights in perturbation-based selection."""
+        type, e.g. projected or masked weights in perturbation-based selection.
+        `edge_modes` = {"normal": [E] ints, "reduce": [E] ints} clamps the edges
+        (cells.EDGE_MIXED / EDGE_OFF / an op index; EDAS): only mixed edges use
+        the mixing weights."""
         if arch is not None:
             self._check_arch(arch)
         edge_weights = edge_weights or {}
@@ -156,8 +160,10 @@ class SearchNetwork(keras.Model):
         s0 = s1 = self.stem_bn(self.stem_conv(images), training=training)
         for cell in self.search_cells:
             cell_arch = None if arch is None else arch.cell(cell.reduction)
+            modes = None if edge_modes is None else edge_modes["reduce" if cell.reduction
+                                                               else "normal"]
             out = cell(s0, s1, weights=weights[cell.reduction], arch=cell_arch, training=training,
-                       weight_grads=weight_grads)
+                       weight_grads=weight_grads, modes=modes)
             s0, s1 = s1, out
         pooled = tf.reduce_mean(s1, axis=(1, 2))
         return self.classifier(pooled)

@@ -17,7 +17,7 @@ from absl import logging
 
 from keras_darts import data as data_lib
 from keras_darts import genotype as genotype_lib
-from keras_darts import runtime, selection
+from keras_darts import edas, runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError, TrainingDivergedError
 from keras_darts.fileio import atomic_write_text, write_json
@@ -60,6 +60,28 @@ class _Paths:
             os.makedirs(d, exist_ok=True)
 
 
+def _check_relaxation(cfg):
+    """EDAS settings only with --relaxation=single_edge, and what it cannot do."""
+    if cfg.relaxation == "full":
+        changed = [k for k in SearchConfig.EDAS_KEYS
+                   if getattr(cfg, k) != SearchConfig.__dataclass_fields__[k].default]
+        if changed:
+            raise ConfigError(f"--{changed[0]} only applies to --relaxation=single_edge")
+        return
+    if cfg.selection == "perturbation":
+        raise ConfigError("--selection=perturbation fine-tunes the fully mixed supernet; "
+                          "use it with --relaxation=full")
+    if cfg.strategy != "default":
+        raise ConfigError("--relaxation=single_edge runs its step from Python, one op at a "
+                          "time; it supports only --strategy=default")
+
+
+def _edas_settings(cfg):
+    return edas.EdasSettings(clamp=cfg.edas_clamp, edges_per_step=cfg.edas_edges_per_step,
+                             sampling=cfg.edas_edge_sampling, tau0=cfg.edas_tau0,
+                             eps=cfg.edas_eps, seed=cfg.seed)
+
+
 def _check_output_dir(config, paths, resume):
     """Refuses to overwrite an earlier search unless resuming it."""
     has_checkpoint = tf.train.latest_checkpoint(paths.checkpoints) is not None
@@ -89,6 +111,7 @@ class SearchRun:
         if cfg.channels % 2:
             raise ConfigError(f"--channels must be even (FactorizedReduce halves it), "
                               f"got {cfg.channels}")
+        _check_relaxation(cfg)
         _check_output_dir(cfg, self.paths, self.resume)
         runtime.configure_threads()
         runtime.configure_graph_optimizer(cfg.graph_optimizer)
@@ -111,8 +134,12 @@ class SearchRun:
                 num_nodes=cfg.nodes, primitives=cfg.primitives,
                 input_shape=info.image_shape, stem_multiplier=cfg.stem_multiplier,
                 recompute=cfg.recompute)
-            self.search = BilevelSearch(self.model, self.strategy, cfg.batch_size,
-                                        cfg.hparams())
+            if cfg.relaxation == "single_edge":
+                self.search = edas.SingleEdgeSearch(self.model, self.strategy, cfg.batch_size,
+                                                    cfg.hparams(), _edas_settings(cfg))
+            else:
+                self.search = BilevelSearch(self.model, self.strategy, cfg.batch_size,
+                                            cfg.hparams())
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, weight_optimizer=self.search.weight_optimizer,
@@ -187,6 +214,7 @@ class SearchRun:
         cfg = self.config
         lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
         self.search.set_weight_lr(lr)
+        self.search.set_progress(epoch, cfg.epochs)
         epoch_start = time.time()
         means = self._train_epoch(epoch, cfg.epochs, train_iter, val_iter)
         val_loss, val_acc = self.evaluate(self.data.search_val_eval)

@@ -8,6 +8,24 @@ import sys
 from conftest import REPO
 
 
+def run_benchmark(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "--batch", "2",
+         "--channels", "4", "--layers", "3", "--image_size", "8", "--steps", "2", *args],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1
+    return json.loads(lines[0])
+
+
+def test_benchmark_single_edge():
+    report = run_benchmark("--relaxation", "single_edge")
+    assert report["relaxation"] == "single_edge" and report["step_s_median"] > 0
+    assert report["gflop_per_step"] is None  # No single traced graph to count.
+
+
 def test_benchmark_prints_one_json_line():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(

@@ -98,6 +98,10 @@ def test_every_flagfile_parses():
     pt = configs["darts_pt_cifar10.cfg"]
     assert (pt.selection, pt.primitives, pt.pt_proj_intv, pt.epochs) == \
         ("perturbation", "darts_pt", 5, 50)
+    edas_cfg = configs["edas_cifar10.cfg"]
+    assert (edas_cfg.relaxation, edas_cfg.layers, edas_cfg.channels, edas_cfg.batch_size,
+            edas_cfg.epochs, edas_cfg.edas_clamp, edas_cfg.a_lr) == \
+        ("single_edge", 20, 16, 64, 50, "derived", 3e-4)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Times complete search steps of the default DARTS supernet on random data.
 
   python tools/benchmark.py [--batch 64] [--channels 16] [--layers 8] [--steps 5]
+                            [--relaxation full|single_edge]
 
 Uses the same `BilevelSearch.step` as `python -m keras_darts.search` and prints
 one JSON line.  trace_s = process launch to the first finished step (imports,
@@ -28,6 +29,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.python.framework import ops as tf_ops  # noqa: E402  (FLOP statistics)
 
 from keras_darts import runtime  # noqa: E402
+from keras_darts.edas import SingleEdgeSearch  # noqa: E402
 from keras_darts.search_step import BilevelSearch  # noqa: E402
 from keras_darts.supernet import RECOMPUTE_POLICIES, SearchNetwork  # noqa: E402
 
@@ -98,6 +100,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first",
                         choices=range(1, 10001), metavar="N")
     parser.add_argument("--order", choices=["first"], default="first")
+    parser.add_argument("--relaxation", choices=["full", "single_edge"], default="full",
+                        help="full = DARTS; single_edge = EDAS (its first steps also trace "
+                        "the op kinds they meet: use more --steps)")
     parser.add_argument("--recompute", choices=RECOMPUTE_POLICIES, default="all")
     parser.add_argument("--graph_optimizer", choices=runtime.GRAPH_OPTIMIZER_MODES,
                         default="auto")
@@ -113,12 +118,16 @@ def main(argv=None):
     shape = (args.image_size, args.image_size, 3)
     model = SearchNetwork(args.classes, channels=args.channels, num_layers=args.layers,
                           num_nodes=args.nodes, input_shape=shape, recompute=args.recompute)
-    search = BilevelSearch(model, strategy, args.batch)
+    if args.relaxation == "full":
+        search = BilevelSearch(model, strategy, args.batch)
+    else:
+        search = SingleEdgeSearch(model, strategy, args.batch)
     batch = (tf.random.normal((args.batch,) + shape),
              tf.random.uniform((args.batch,), 0, args.classes, tf.int32))
     float(search.step(batch, batch)["loss/train"])
     trace_s = time.time() - LAUNCH
-    gflop = count_gflop(search.step_graph(batch, batch))
+    # The single-edge step has no one graph to count (it is orchestrated from Python).
+    gflop = count_gflop(search.step_graph(batch, batch)) if args.relaxation == "full" else None
     times = []
     for _ in range(args.steps):
         start = time.time()
@@ -128,13 +137,15 @@ def main(argv=None):
     print(json.dumps({
         "impl": "keras_darts", "tf": tf.__version__, "keras": keras.__version__,
         "batch": args.batch, "channels": args.channels, "layers": args.layers,
-        "order": args.order, "recompute": args.recompute, "trace_s": round(trace_s, 2),
+        "order": args.order, "relaxation": args.relaxation, "recompute": args.recompute,
+        "trace_s": round(trace_s, 2),
         "step_s_median": round(median, 3) if times else None,
         "step_s_min": round(min(times), 3) if times else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "params": model.count_weight_params(),
-        "gflop_per_step": round(gflop, 4),
-        "gflops_achieved": round(gflop / median, 4) if times else None}))
+        "step_s_mean": round(statistics.mean(times), 3) if times else None,
+        "gflop_per_step": round(gflop, 4) if gflop is not None else None,
+        "gflops_achieved": round(gflop / median, 4) if times and gflop is not None else None}))
 
 
 if __name__ == "__main__":
