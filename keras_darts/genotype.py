@@ -136,25 +136,30 @@ def save(genotype, path):
     atomic_write_text(path, genotype.to_json())
 
 
-def _pairs(text):
-    return [(op, int(i)) for op, i in (item.split(":") for item in text.split())]
+def load_genotype(path_or_name, known_ops=None):
+    """A published genotype by registered name (e.g. "DARTS_V2"), or a genotype JSON file.
+
+    Raises GenotypeError for an unknown name (listing the known ones), a missing
+    file or a malformed genotype.
+    """
+    from keras_darts import genotypes_published  # It builds on this module.
+
+    if path_or_name in genotypes_published.REGISTRY:
+        genotype = genotypes_published.REGISTRY[path_or_name].genotype
+        if known_ops is not None:  # E.g. a network with a restricted op set.
+            from_json_dict(genotype.to_json_dict(), known_ops, where=f"genotype {path_or_name}")
+        return genotype
+    if os.path.exists(path_or_name) or path_or_name.endswith(".json") or os.sep in path_or_name:
+        return load(path_or_name, known_ops=known_ops)
+    raise GenotypeError(
+        f"unknown genotype name '{path_or_name}'; known names: "
+        f"{', '.join(genotypes_published.names())} (or give the path of a genotype JSON file)")
 
 
-# Published genotypes (specs/darts.md sect. 6).
-DARTS_V1 = Genotype(
-    normal=_pairs("sep_conv_3x3:1 sep_conv_3x3:0 skip_connect:0 sep_conv_3x3:1 "
-                  "skip_connect:0 sep_conv_3x3:1 sep_conv_3x3:0 skip_connect:2"),
-    normal_concat=(2, 3, 4, 5),
-    reduce=_pairs("max_pool_3x3:0 max_pool_3x3:1 skip_connect:2 max_pool_3x3:0 "
-                  "max_pool_3x3:0 skip_connect:2 skip_connect:2 avg_pool_3x3:0"),
-    reduce_concat=(2, 3, 4, 5),
-)
-DARTS_V2 = Genotype(
-    normal=_pairs("sep_conv_3x3:0 sep_conv_3x3:1 sep_conv_3x3:0 sep_conv_3x3:1 "
-                  "sep_conv_3x3:1 skip_connect:0 skip_connect:0 dil_conv_3x3:2"),
-    normal_concat=(2, 3, 4, 5),
-    reduce=_pairs("max_pool_3x3:0 max_pool_3x3:1 skip_connect:2 max_pool_3x3:1 "
-                  "max_pool_3x3:0 skip_connect:2 skip_connect:2 max_pool_3x3:1"),
-    reduce_concat=(2, 3, 4, 5),
-)
-PUBLISHED = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2}
+def __getattr__(name):
+    """DARTS_V1, DARTS_V2 and PUBLISHED live in genotypes_published (kept importable here)."""
+    if name in ("DARTS_V1", "DARTS_V2", "PUBLISHED"):
+        from keras_darts import genotypes_published
+
+        return getattr(genotypes_published, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
