@@ -11,7 +11,7 @@ import dataclasses
 
 from absl import flags
 
-from keras_darts import edas, ops, runtime, selection
+from keras_darts import edas, ops, runtime, search_step, selection
 from keras_darts.config import SearchConfig
 from keras_darts.selection import perturbation
 from keras_darts.supernet import RECOMPUTE_POLICIES
@@ -73,8 +73,10 @@ def define_search_flags():
                          "Batch size for evaluation; 0 = --batch_size.", lower_bound=0)
     flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch, "Search steps per epoch; "
                          "0 = one pass over search-train.", lower_bound=0)
-    flags.DEFINE_enum("order", d.order, ["first"],
-                      "Architecture gradient: 'first' = first-order DARTS.")
+    flags.DEFINE_enum("order", d.order, list(search_step.ORDERS),
+                      "Architecture gradient: 'first' = first-order DARTS (DARTS_V1); "
+                      "'second' = the unrolled gradient with a finite-difference "
+                      "Hessian-vector product (DARTS_V2, ~2.5x the step cost).")
     flags.DEFINE_enum("relaxation", d.relaxation, ["full", "single_edge"],
                       "'full' = DARTS (every edge mixed); 'single_edge' = EDAS (one sampled "
                       "edge per step mixed, every other edge clamped to the derived "

@@ -18,6 +18,19 @@ def _tf_variable(v):
     return getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
 
 
+def assign_all(variables, values):
+    """Sets (mirrored) `variables` to `values`, the same on every replica; call
+    in a replica context (a plain assign there is refused for mirrored ones)."""
+    variables = [_tf_variable(v) for v in variables]
+
+    def merge_fn(strategy, values):
+        for v, value in zip(variables, values):
+            strategy.extended.update(v, lambda var, x: var.assign(x), args=(value,),
+                                     group=False)
+
+    tf.distribute.get_replica_context().merge_call(merge_fn, args=(list(values),))
+
+
 class _Optimizer(tf.Module):
     """Slot bookkeeping and the replica-safe apply.
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_darts.cells import EDGE_MIXED
-from keras_darts.optim import Adam, MomentumSGD
+from keras_darts.optim import Adam, MomentumSGD, assign_all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,8 @@ class SearchHParams:
     a_beta_2: float = 0.999
     a_epsilon: float = 1e-8
     a_weight_decay: float = 1e-3
+    # Second order: finite-difference step eps = unrolled_eps / ||d L_val / d w'||.
+    unrolled_eps: float = 0.01
 
 
 def cosine_lr(epoch, epochs, lr_max, lr_min):
@@ -55,8 +57,12 @@ def _correct(labels, logits):
     return tf.reduce_sum(tf.cast(hits, tf.float32))
 
 
+ORDERS = ("first", "second")
+
+
 class BilevelSearch:
-    """First-order DARTS search of `model` under `strategy`.
+    """DARTS search of `model` under `strategy`, first or second `order`
+    (the architecture gradient, specs/darts.md sect. 3).
 
     Create `model` inside `strategy.scope()`; this object creates both optimizers
     in the same scope.  Batches passed to `step` are global batches: plain
@@ -64,7 +70,11 @@ class BilevelSearch:
     `distribute`).
     """
 
-    def __init__(self, model, strategy, global_batch_size, hparams=SearchHParams()):
+    def __init__(self, model, strategy, global_batch_size, hparams=SearchHParams(),
+                 order="first"):
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        self.order = order
         self.model = model
         self.strategy = strategy
         self.global_batch_size = int(global_batch_size)
@@ -190,6 +200,45 @@ class BilevelSearch:
         self.arch_optimizer.apply(grads, arch_vars, row_masks=row_masks)
         return loss, correct
 
+    def _unrolled_arch_grads(self, train_images, train_labels, val_images, val_labels):
+        """Second-order architecture gradient (specs/darts.md sect. 3, DARTS eq. 7-8):
+        d/dalpha L_val(w', alpha) at the virtual step w' = w - lr (mu m + g + wd w),
+        minus lr times a finite-difference Hessian-vector product.  Returns the
+        val loss and correct count at w' and the gradients; leaves w as it was.
+        All gradients are all-reduced, so every replica takes the same virtual step."""
+        hp = self.hparams
+        arch_vars, weight_vars = self.model.arch_variables, self.model.weight_variables
+        num_arch = len(arch_vars)
+        w = [tf.identity(v) for v in weight_vars]
+        _, _, g = self._loss_and_grads(train_images, train_labels, weight_vars)
+        lr = tf.identity(self.weight_optimizer.learning_rate)
+        momentum = self.weight_optimizer.slots["momentum"]
+        assign_all(weight_vars, [wi - lr * (hp.w_momentum * m + gi + hp.w_weight_decay * wi)
+                                 for wi, m, gi in zip(w, momentum, g)])
+        # The reference evaluates w' on a copy of the model: its BN statistics
+        # updates are discarded.
+        stats = self.model.non_trainable_variables
+        saved_stats = [tf.identity(v) for v in stats]
+        val_loss, val_correct, grads = self._loss_and_grads(val_images, val_labels,
+                                                            arch_vars + weight_vars)
+        assign_all(stats, saved_stats)
+        val_alpha_grads, v = grads[:num_arch], grads[num_arch:]
+        eps = hp.unrolled_eps / tf.linalg.global_norm(v)
+        train_alpha_grads = []
+        for sign in (1.0, -1.0):
+            assign_all(weight_vars, [wi + sign * eps * vi for wi, vi in zip(w, v)])
+            train_alpha_grads.append(self._loss_and_grads(
+                train_images, train_labels, arch_vars, weight_grads=False)[2])
+        assign_all(weight_vars, w)
+        hessian_v = [(plus - minus) / (2.0 * eps) for plus, minus in zip(*train_alpha_grads)]
+        return val_loss, val_correct, [ga - lr * h for ga, h in zip(val_alpha_grads, hessian_v)]
+
+    def _unrolled_arch_update(self, train_images, train_labels, val_images, val_labels):
+        loss, correct, grads = self._unrolled_arch_grads(train_images, train_labels,
+                                                         val_images, val_labels)
+        self.arch_optimizer.apply(grads, self.model.arch_variables)
+        return loss, correct
+
     def _weight_update(self, images, labels, edge_modes=None):
         """SGD step on weights with the gradient of the train loss w.r.t. weights."""
         weight_vars = self.model.weight_variables
@@ -201,7 +250,10 @@ class BilevelSearch:
         return loss, correct, grad_norm
 
     def _replica_step(self, train_batch, val_batch):
-        val_loss, val_correct = self._arch_update(*val_batch)
+        if self.order == "second":
+            val_loss, val_correct = self._unrolled_arch_update(*train_batch, *val_batch)
+        else:
+            val_loss, val_correct = self._arch_update(*val_batch)
         train_loss, train_correct, grad_norm = self._weight_update(*train_batch)
         return {"loss/val": val_loss, "correct/val": val_correct,
                 "loss/train": train_loss, "correct/train": train_correct,

@@ -71,6 +71,9 @@ def _check_relaxation(cfg):
     if cfg.selection == "perturbation":
         raise ConfigError("--selection=perturbation fine-tunes the fully mixed supernet; "
                           "use it with --relaxation=full")
+    if cfg.order != "first":
+        raise ConfigError("--relaxation=single_edge takes first-order alpha steps (the "
+                          "EDAS proposal); use --order=first")
     if cfg.strategy != "default":
         raise ConfigError("--relaxation=single_edge runs its step from Python, one op at a "
                           "time; it supports only --strategy=default")
@@ -139,7 +142,7 @@ class SearchRun:
                                                     cfg.hparams(), _edas_settings(cfg))
             else:
                 self.search = BilevelSearch(self.model, self.strategy, cfg.batch_size,
-                                            cfg.hparams())
+                                            cfg.hparams(), order=cfg.order)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, weight_optimizer=self.search.weight_optimizer,

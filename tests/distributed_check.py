@@ -4,7 +4,8 @@ Splits the CPU into 2 logical devices, then runs the same search steps on the
 same global batches with a tiny supernet twice: once under the default
 strategy (one device) and once under MirroredStrategy on /cpu:0 + /cpu:1.
 Alphas, weights, BN moving statistics, optimizer slots, the returned metrics
-and an evaluation must agree.  Prints one line `DISTRIBUTED_CHECK {json}` and
+and an evaluation must agree.  Argument: the architecture gradient order
+(`first` by default, or `second`).  Prints one line `DISTRIBUTED_CHECK {json}` and
 exits 0 on success; an assertion error (exit code 1) otherwise.
 """
 
@@ -33,6 +34,7 @@ GLOBAL_BATCH = 8
 # (each synchronised BatchNorm call adds a cross-replica all-reduce).
 PRIMITIVES = ("none", "max_pool_3x3", "skip_connect", "dil_conv_3x3")
 STEPS = 2
+ORDER = sys.argv[1] if len(sys.argv) > 1 else "first"
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -41,7 +43,7 @@ def make(strategy, hparams):
     with strategy.scope():
         net = SearchNetwork(3, channels=4, num_layers=3, num_nodes=2, primitives=PRIMITIVES,
                             input_shape=(8, 8, 3))
-    search = BilevelSearch(net, strategy, GLOBAL_BATCH, hparams)
+    search = BilevelSearch(net, strategy, GLOBAL_BATCH, hparams, order=ORDER)
     return net, search
 
 
@@ -135,7 +137,8 @@ def main():
 
     print("DISTRIBUTED_CHECK " + json.dumps({
         "max_abs_diff": diffs, "replica_copies_identical": bool(copies_identical),
-        "grad_norms": grad_norms, "num_replicas": mirrored_strategy.num_replicas_in_sync}))
+        "grad_norms": grad_norms, "num_replicas": mirrored_strategy.num_replicas_in_sync,
+        "order": ORDER}))
     sys.stdout.flush()
 
 

@@ -18,10 +18,10 @@ TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 pytestmark = pytest.mark.slow  # ~30 s: a fresh TF process traces the step on 2 replicas
 
 
-@pytest.fixture(scope="module")
-def check_result():
+@pytest.fixture(scope="module", params=["first", "second"])
+def check_result(request):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, SCRIPT, request.param], capture_output=True, text=True,
                           timeout=300, env=env, cwd=os.path.dirname(SCRIPT))
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DISTRIBUTED_CHECK ")]
     return proc, (json.loads(lines[-1].split(" ", 1)[1]) if lines else None)
@@ -31,7 +31,7 @@ def test_mirrored_step_equals_single_device(check_result):
     proc, result = check_result
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
     assert result is not None, proc.stdout[-3000:]
-    assert result["num_replicas"] == 2
+    assert result["num_replicas"] == 2 and result["order"] in ("first", "second")
     diffs = result["max_abs_diff"]
     for key in ("alphas", "weights", "bn_moving_stats", "slots:weight_sgd", "slots:arch_adam",
                 "metric:loss/train", "metric:loss/val", "metric:grad_norm", "eval:loss_sum"):

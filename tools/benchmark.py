@@ -30,7 +30,7 @@ from tensorflow.python.framework import ops as tf_ops  # noqa: E402  (FLOP stati
 
 from keras_darts import runtime  # noqa: E402
 from keras_darts.edas import SingleEdgeSearch  # noqa: E402
-from keras_darts.search_step import BilevelSearch  # noqa: E402
+from keras_darts.search_step import ORDERS, BilevelSearch  # noqa: E402
 from keras_darts.supernet import RECOMPUTE_POLICIES, SearchNetwork  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def parse_args(argv=None):
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first",
                         choices=range(1, 10001), metavar="N")
-    parser.add_argument("--order", choices=["first"], default="first")
+    parser.add_argument("--order", choices=ORDERS, default="first")
     parser.add_argument("--relaxation", choices=["full", "single_edge"], default="full",
                         help="full = DARTS; single_edge = EDAS (its first steps also trace "
                         "the op kinds they meet: use more --steps)")
@@ -119,9 +119,11 @@ def main(argv=None):
     model = SearchNetwork(args.classes, channels=args.channels, num_layers=args.layers,
                           num_nodes=args.nodes, input_shape=shape, recompute=args.recompute)
     if args.relaxation == "full":
-        search = BilevelSearch(model, strategy, args.batch)
-    else:
+        search = BilevelSearch(model, strategy, args.batch, order=args.order)
+    elif args.order == "first":
         search = SingleEdgeSearch(model, strategy, args.batch)
+    else:
+        sys.exit("--relaxation=single_edge takes first-order steps")
     batch = (tf.random.normal((args.batch,) + shape),
              tf.random.uniform((args.batch,), 0, args.classes, tf.int32))
     float(search.step(batch, batch)["loss/train"])
