@@ -1,7 +1,9 @@
 """What every keras_darts command line does around its work: logging set-up,
-clear errors (exit 2), and a resume hint on Ctrl-C (exit 130)."""
+clear errors (exit 2), and a resume hint on Ctrl-C or SIGTERM (exit 128 + signal
+number: 130, 143)."""
 
 import logging as std_logging
+import signal
 import sys
 
 from absl import app, logging
@@ -22,6 +24,7 @@ def run_guarded(program, argv, work, interrupted_hint):
         logging.error("%s", e)
         print(f"{program}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print(f"{program}: interrupted; {interrupted_hint()}", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # Also errors.Interrupted (SIGTERM too, after a save).
+        reason = f" ({e})" if str(e) else ""
+        print(f"{program}: interrupted{reason}; {interrupted_hint()}", file=sys.stderr)
+        sys.exit(128 + getattr(e, "signum", signal.SIGINT))

@@ -62,7 +62,8 @@ class SearchConfig:
     # Fields that must match when resuming: they shape the model or the data.
     # (--epochs may grow: resuming with more epochs extends a finished search.)
     RESUME_KEYS = ("dataset", "data_dir", "image_size", "channels", "layers", "nodes",
-                   "primitives", "stem_multiplier", "batch_size", "order", "relaxation",
+                   "primitives", "stem_multiplier", "batch_size", "steps_per_epoch", "order",
+                   "relaxation",
                    "edas_clamp", "edas_edges_per_step", "edas_edge_sampling", "seed")
     EDAS_KEYS = ("edas_clamp", "edas_edges_per_step", "edas_edge_sampling", "edas_tau0",
                  "edas_eps")

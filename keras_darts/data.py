@@ -20,8 +20,10 @@ before any pipeline is built, so the CLI can exit before writing output.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -76,6 +78,11 @@ class SearchData:
     search_val: tf.data.Dataset  # infinite, batched, augmented, own seed
     test: tf.data.Dataset  # finite, batched, not augmented
     search_val_eval: tf.data.Dataset  # finite, batched, not augmented
+    # search_train_from(n) / search_val_from(n): the same streams without their
+    # first n batches (where a resumed search continues), built without
+    # computing the skipped batches.
+    search_train_from: Callable[[int], tf.data.Dataset] = dataclasses.field(repr=False)
+    search_val_from: Callable[[int], tf.data.Dataset] = dataclasses.field(repr=False)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.info.num_search_train // batch_size
@@ -159,12 +166,18 @@ def load_search_data(
         flip=splits.flip,
     )
     train_args = dict(batch_size=batch_size, seed=seed, pad=pad, info=info)
+    train_from = functools.partial(_train_pipeline, splits.search_train,
+                                   splits.num_search_train, stream=0, **train_args)
+    val_from = functools.partial(_train_pipeline, splits.search_val, splits.num_search_val,
+                                 stream=1, **train_args)
     return SearchData(
         info=info,
-        search_train=_train_pipeline(splits.search_train, splits.num_search_train, stream=0, **train_args),
-        search_val=_train_pipeline(splits.search_val, splits.num_search_val, stream=1, **train_args),
+        search_train=train_from(0),
+        search_val=val_from(0),
         test=_eval_pipeline(splits.test, eval_batch_size, info),
         search_val_eval=_eval_pipeline(splits.search_val, eval_batch_size, info),
+        search_train_from=train_from,
+        search_val_from=val_from,
     )
 
 
@@ -517,8 +530,8 @@ def _finish(ds):
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _reshuffled_forever(ds, buffer, seed):
-    """Repeat `ds` forever in a new seeded order each epoch.
+def _reshuffled_forever(ds, buffer, seed, first_epoch=0):
+    """Repeat `ds` forever in a new seeded order each epoch, from `first_epoch`.
 
     Unlike `shuffle(reshuffle_each_iteration=True).repeat()`, whose order
     changes with every new iterator over the same dataset object, every
@@ -533,11 +546,12 @@ def _reshuffled_forever(ds, buffer, seed):
         tf.compat.v1.get_default_graph().seed = None
         return ds.shuffle(buffer, seed=seed + index, reshuffle_each_iteration=False)
 
-    forever = tf.data.Dataset.counter().flat_map(epoch)
+    forever = tf.data.Dataset.counter(start=first_epoch).flat_map(epoch)
     return forever.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
-def _train_pipeline(ds, count, *, batch_size, seed, stream, pad, info):
+def _train_pipeline(ds, count, start_batch=0, *, batch_size, seed, stream, pad, info):
+    """The infinite augmented batch stream, from batch `start_batch` on."""
     shuffle_seed, aug_seed = _stream_seeds(seed, stream)
     image_bytes = 4 * int(np.prod(info.image_shape))
     buffer = max(1, min(count, _MAX_SHUFFLE_BYTES // image_bytes))
@@ -551,7 +565,10 @@ def _train_pipeline(ds, count, *, batch_size, seed, stream, pad, info):
         image = tf.ensure_shape(augment(image, element_seed, pad, info.flip), shape)
         return _normalize(image, info), label
 
-    ds = _reshuffled_forever(ds, buffer, shuffle_seed).enumerate()
+    # Element i of the stream is element i % count of epoch i // count's order.
+    first_epoch, offset = divmod(start_batch * batch_size, count)
+    ds = _reshuffled_forever(ds, buffer, shuffle_seed, first_epoch)
+    ds = ds.enumerate(start=first_epoch * count).skip(offset)  # Skipped before `prepare`.
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return _finish(ds.batch(batch_size, drop_remainder=True))
 

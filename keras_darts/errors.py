@@ -23,3 +23,11 @@ class GenotypeError(KerasDartsError):
 
 class TrainingDivergedError(KerasDartsError):
     """The loss became NaN or infinite."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; the work was saved and the run stops."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.signum = signum

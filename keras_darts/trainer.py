@@ -9,6 +9,8 @@ both optimizers, epoch) so `--resume` loses at most the running epoch.
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -17,9 +19,9 @@ from absl import logging
 
 from keras_darts import data as data_lib
 from keras_darts import genotype as genotype_lib
-from keras_darts import edas, runtime, selection
+from keras_darts import checkpointing, edas, runtime, selection
 from keras_darts.config import SearchConfig
-from keras_darts.errors import ConfigError, TrainingDivergedError
+from keras_darts.errors import ConfigError, Interrupted, TrainingDivergedError
 from keras_darts.fileio import atomic_write_text, write_json
 from keras_darts.search_step import BilevelSearch, cosine_lr
 from keras_darts.selection import perturbation
@@ -58,6 +60,37 @@ class _Paths:
     def make(self):
         for d in (self.genotypes, self.alphas, self.checkpoints, self.tensorboard):
             os.makedirs(d, exist_ok=True)
+
+
+class _StopOnSignal:
+    """While active, SIGINT and SIGTERM only set `requested` (the signal number):
+    the loop saves a checkpoint at the next step boundary, then stops.  A second
+    signal acts as usual (immediate stop)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = 0
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.requested = signum
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        logging.warning("signal %d: saving a checkpoint after the current step, then "
+                        "stopping (send it again to stop at once)", signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if not self.requested:
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)
+        return False
 
 
 def _check_relaxation(cfg):
@@ -104,6 +137,7 @@ class SearchRun:
         self.config = config
         self.paths = _Paths(config.output_dir)
         self.resume = resume
+        self._stop = _StopOnSignal()  # Inactive until entered by run / select_from.
 
     # -- setup ---------------------------------------------------------------
     def prepare(self):
@@ -143,17 +177,47 @@ class SearchRun:
             else:
                 self.search = BilevelSearch(self.model, self.strategy, cfg.batch_size,
                                             cfg.hparams(), order=cfg.order)
+            # Epochs finished (search, then selection tuning) and search steps
+            # taken: the step count is also the position in both data streams.
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, weight_optimizer=self.search.weight_optimizer,
-            arch_optimizer=self.search.arch_optimizer, epoch=self.epoch)
+            model_variables=checkpointing.model_variables(self.model),
+            weight_optimizer=self.search.weight_optimizer,
+            arch_optimizer=self.search.arch_optimizer, epoch=self.epoch,
+            step=self.global_step)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.paths.checkpoints,
                                                   max_to_keep=cfg.keep_checkpoints)
 
-    def restore(self):
-        path = self.manager.latest_checkpoint
-        self.checkpoint.restore(path).assert_existing_objects_matched()
-        logging.info("resumed from %s (epoch %d done)", path, int(self.epoch.numpy()))
+    def restore(self, directory=None):
+        """Restores the newest readable checkpoint of `directory` (default: ours);
+        a corrupt one (e.g. a crash while the disk filled) falls back to the one
+        before it, with a warning."""
+        directory = directory or self.paths.checkpoints
+        state = tf.train.get_checkpoint_state(directory)
+        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_consumed()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
+                logging.warning("checkpoint %s is unreadable (%s); trying an older one",
+                                path, str(e).splitlines()[0][:200])
+                continue
+            logging.info("resumed from %s (epoch %d done, step %d)", path,
+                         int(self.epoch.numpy()), int(self.global_step.numpy()))
+            return path
+        raise ConfigError(f"no readable checkpoint in {directory}")
+
+    def save(self):
+        """Checkpoint numbered by the step count (TF's own write is atomic: a crash
+        while saving leaves the previous checkpoint as the latest)."""
+        return self.manager.save(checkpoint_number=int(self.global_step.numpy()))
+
+    def _streams(self):
+        """Iterators over search-train and search-val from the checkpointed step on."""
+        start = int(self.global_step.numpy())
+        return (iter(self.search.distribute(self.data.search_train_from(start))),
+                iter(self.search.distribute(self.data.search_val_from(start))))
 
     # -- loop ----------------------------------------------------------------
     def run(self):
@@ -170,10 +234,9 @@ class SearchRun:
                      tuple(self.model.alpha_normal.shape), self.steps_per_epoch, cfg.epochs,
                      self.data.info.name, self.data.info.image_shape,
                      self.data.info.num_classes)
-        train_iter = iter(self.search.distribute(self.data.search_train))
-        val_iter = iter(self.search.distribute(self.data.search_val))
+        train_iter, val_iter = self._streams()
         self._epoch_times = []
-        with EpochWriter(self.paths.tensorboard) as writer:
+        with EpochWriter(self.paths.tensorboard) as writer, _StopOnSignal() as self._stop:
             for epoch in range(int(self.epoch.numpy()), cfg.epochs):
                 self._run_epoch(epoch, train_iter, val_iter, writer)
             return self._select_and_finish(train_iter, val_iter, writer)
@@ -186,10 +249,7 @@ class SearchRun:
         self.paths.make()
         self.config.save(self.paths.config)
         self.build()
-        latest = tf.train.latest_checkpoint(os.path.join(source_dir, "checkpoints"))
-        if latest is None:
-            raise ConfigError(f"no checkpoint in {source_dir}/checkpoints")
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        latest = self.restore(os.path.join(source_dir, "checkpoints"))
         searched = int(self.epoch.numpy())
         if searched < self.config.epochs:
             logging.warning("%s holds a search stopped after %d of %d epochs", source_dir,
@@ -198,10 +258,9 @@ class SearchRun:
         self.config = dataclasses.replace(self.config, epochs=searched)
         logging.info("selecting with '%s' on %s (epoch %d)", self.config.selection, latest,
                      searched)
-        train_iter = iter(self.search.distribute(self.data.search_train))
-        val_iter = iter(self.search.distribute(self.data.search_val))
+        train_iter, val_iter = self._streams()
         self._epoch_times = []
-        with EpochWriter(self.paths.tensorboard) as writer:
+        with EpochWriter(self.paths.tensorboard) as writer, _StopOnSignal() as self._stop:
             return self._select_and_finish(train_iter, val_iter, writer)
 
     def _select_and_finish(self, train_iter, val_iter, writer):
@@ -224,27 +283,44 @@ class SearchRun:
         result = self._select()
         self._write_epoch(epoch, result, means, val_loss, val_acc, lr, writer)
         self.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        self.save()
+        self._stop_if_requested()
         self._log_epoch(epoch, epoch_start, means, val_loss, val_acc, lr)
 
     def _train_epoch(self, epoch, epochs, train_iter, val_iter):
-        """steps_per_epoch search steps; returns the mean metrics."""
+        """The search steps of one epoch (the rest of it, when resumed from a
+        checkpoint saved mid-epoch); returns the mean metrics of those steps."""
         cfg = self.config
         epoch_start = time.time()
         totals = {}
-        for step in range(self.steps_per_epoch):
+        first = int(self.global_step.numpy()) - int(self.epoch.numpy()) * self.steps_per_epoch
+        if not 0 <= first < self.steps_per_epoch:
+            raise ConfigError(f"the checkpoint is at step {int(self.global_step.numpy())}, "
+                              f"which is not in epoch {int(self.epoch.numpy()) + 1} with "
+                              f"{self.steps_per_epoch} steps per epoch")
+        for step in range(first, self.steps_per_epoch):
             metrics = {k: float(v) for k, v in
                        self.search.step(next(train_iter), next(val_iter)).items()}
             self._check_finite(metrics, epoch, step)
+            self.global_step.assign_add(1)
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + v
+            if self._stop.requested and step + 1 < self.steps_per_epoch:
+                self.save()
+                self._stop_if_requested()
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 logging.info("epoch %d/%d step %d/%d: train loss %.4f acc %.3f | "
                              "val loss %.4f acc %.3f | %.2f s/step", epoch + 1, epochs,
                              step + 1, self.steps_per_epoch, metrics["loss/train"],
                              metrics["accuracy/train"], metrics["loss/val"],
                              metrics["accuracy/val"], (time.time() - epoch_start) / (step + 1))
-        return {f"search/{k}": v / self.steps_per_epoch for k, v in totals.items()}
+        return {f"search/{k}": v / (self.steps_per_epoch - first) for k, v in totals.items()}
+
+    def _stop_if_requested(self):
+        """After a save: stop if SIGINT/SIGTERM arrived (errors.Interrupted)."""
+        if self._stop.requested:
+            raise Interrupted(self._stop.requested, f"stopped by signal {self._stop.requested} "
+                              f"at step {int(self.global_step.numpy())}, checkpoint saved")
 
     def _log_epoch(self, epoch, epoch_start, means, val_loss, val_acc, lr):
         cfg = self.config
@@ -346,8 +422,9 @@ class SearchRun:
             self.search.fix_rows(projection.fixed_rows())
             means = self._train_epoch(t, tune_epochs, train_iter, val_iter)
             self.epoch.assign(cfg.epochs + t + 1)
-            self.manager.save(checkpoint_number=cfg.epochs + t + 1)
+            self.save()
             save_state()
+            self._stop_if_requested()
             writer.scalars(cfg.epochs + t + 1, {**{f"perturbation/{k}": v
                                                    for k, v in means.items()},
                                                 "perturbation/decisions": len(projection.history)})

@@ -38,7 +38,8 @@ def test_search_end_to_end_then_resume(tmp_path):
     assert "epoch 1/1" in first.stderr and "ETA" in first.stderr
     genotype = genotype_lib.load(os.path.join(out, "genotype.json"))
     assert len(genotype.normal) == 4 and len(genotype.reduce) == 4
-    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-1.index"))
+    # Checkpoints are numbered by the step count (3 steps per epoch).
+    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-3.index"))
     tags = _event_tags(os.path.join(out, "tensorboard"))
     assert {"search/loss/train", "search/accuracy/val", "eval/search_val_accuracy",
             "lr/weights", "alphas/normal", "alphas/reduce", "genotype/text",
@@ -56,7 +57,7 @@ def test_search_end_to_end_then_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr and "epoch 2/2" in resumed.stderr
     assert "epoch 1/2" not in resumed.stderr  # Epoch 1 was not run again.
-    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-2.index"))
+    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-6.index"))
     assert json.load(open(os.path.join(out, "alphas", "epoch_001.json"))) == alphas
     assert os.path.exists(os.path.join(out, "alphas", "epoch_002.json"))
 
@@ -122,7 +123,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(TrainingDivergedError, match="loss/train became nan at epoch 2"):
         run_search(config)
     checkpoints = os.path.join(config.output_dir, "checkpoints")
-    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-1")
+    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-2")  # 2 steps per epoch.
     assert not os.path.exists(os.path.join(config.output_dir, "genotype.json"))
     reader = tf.train.load_checkpoint(checkpoints)
     assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
@@ -155,8 +156,8 @@ def test_perturbation_selection_end_to_end(tmp_path):
     assert sorted({d["epoch"] for d in decisions}) == [0, 1, 2, 3, 4, 5]
     op_decisions = [d for d in decisions if d["kind"] == "op"]
     assert all(d["chosen"] in d["ops"] and len(d["acc"]) == 7 for d in op_decisions)
-    # 1 search epoch + 6 tuning epochs, each checkpointed.
-    assert os.path.exists(out / "checkpoints" / "ckpt-7.index")
+    # 1 search epoch + 6 tuning epochs of 3 steps, each checkpointed.
+    assert os.path.exists(out / "checkpoints" / "ckpt-21.index")
     assert "perturbation tuning epoch 6/6" in result.stderr
 
 
