@@ -40,7 +40,7 @@ class Linear(ops.BuiltLayer):
         return tf.matmul(x, self.kernel) + self.bias
 
 
-class SearchNetwork(keras.Model):
+class SearchNetwork(ops.CheckpointsListedLayers, keras.Model):
     """DARTS supernet.
 
     Args:

@@ -194,3 +194,20 @@ def test_darts_pt_space_has_no_none_and_the_same_weights():
     net = SearchNetwork(10, primitives="darts_pt")
     assert tuple(net.alpha_normal.shape) == (14, 7)
     assert net.count_weight_params() == 1_930_618
+
+
+def test_checkpoint_holds_every_variable(tmp_path):
+    """Cells, edges and ops live in lists, which Keras 3 does not expose to
+    tf.train.Checkpoint by itself (ops.CheckpointsListedLayers)."""
+    keras.utils.set_random_seed(0)
+    saved = SearchNetwork(10, channels=4, num_layers=3, num_nodes=2, input_shape=(8, 8, 1))
+    path = tf.train.Checkpoint(model=saved).save(str(tmp_path / "ckpt"))
+    stored = [name for name, _ in tf.train.list_variables(path) if name.startswith("model/")]
+    assert len(stored) == len(saved.variables)
+    keras.utils.set_random_seed(1)
+    restored = SearchNetwork(10, channels=4, num_layers=3, num_nodes=2, input_shape=(8, 8, 1))
+    assert not np.array_equal(restored.search_cells[0].preprocess0.conv.kernel.numpy(),
+                              saved.search_cells[0].preprocess0.conv.kernel.numpy())
+    tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()
+    for a, b in zip(saved.variables, restored.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
