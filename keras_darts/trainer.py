@@ -120,6 +120,23 @@ class SearchRun:
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.paths.checkpoints,
                                                   max_to_keep=cfg.keep_checkpoints)
 
+    def restore_searched(self, source_dir):
+        """Prepares this run and loads the supernet checkpointed in `source_dir` (a
+        search's output directory, only read); writes nothing.  Returns the path of
+        the checkpoint loaded."""
+        self.prepare()
+        self.build()
+        latest = tf.train.latest_checkpoint(os.path.join(source_dir, "checkpoints"))
+        if latest is None:
+            raise ConfigError(f"no checkpoint in {source_dir}/checkpoints")
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        # What TF raises for damaged files, missing objects and mismatched shapes.
+        except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
+            raise ConfigError(f"cannot restore the supernet from {latest} (corrupt, or not "
+                              f"made with {source_dir}/config.json): {_first_line(e)}") from None
+        return latest
+
     def restore(self):
         path = self.manager.latest_checkpoint
         self.checkpoint.restore(path).assert_existing_objects_matched()
@@ -152,14 +169,9 @@ class SearchRun:
         """Runs --selection on the supernet checkpointed in `source_dir` (a search's
         output directory) and writes the outputs to this run's --output_dir; the
         source is only read."""
-        self.prepare()
+        latest = self.restore_searched(source_dir)
         self.paths.make()
         self.config.save(self.paths.config)
-        self.build()
-        latest = tf.train.latest_checkpoint(os.path.join(source_dir, "checkpoints"))
-        if latest is None:
-            raise ConfigError(f"no checkpoint in {source_dir}/checkpoints")
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
         searched = int(self.epoch.numpy())
         if searched < self.config.epochs:
             logging.warning("%s holds a search stopped after %d of %d epochs", source_dir,
@@ -175,13 +187,15 @@ class SearchRun:
             return self._select_and_finish(train_iter, val_iter, writer)
 
     def _select_and_finish(self, train_iter, val_iter, writer):
+        start = time.time()
         if self.config.selection == "perturbation":
             result = self._perturbation(train_iter, val_iter, writer)
         else:
             result = self._select()
+        seconds = time.time() - start
         write_json(os.path.join(self.config.output_dir, "selection_scores.json"),
                    {"selection": self.config.selection, "scores": result.scores})
-        return self._finish(writer, result)
+        return self._finish(writer, result, seconds)
 
     def _run_epoch(self, epoch, train_iter, val_iter, writer):
         cfg = self.config
@@ -234,12 +248,18 @@ class SearchRun:
                 f"{step + 1}; stopped without saving this epoch (the last good checkpoint is "
                 "kept). Try a lower --w_lr or --a_lr, or check the input data.")
 
-    def evaluate(self, dataset, edge_weights=None):
+    def evaluate(self, dataset, edge_weights=None, arch=None):
         """Mean loss and accuracy over `dataset`: eval mode (running BN statistics),
-        or, given `edge_weights`, train mode with those mixing weights (DARTS-PT)."""
+        or, given `edge_weights`, train mode with those mixing weights (DARTS-PT),
+        or, given `arch` (a Genotype), train mode running only that discrete
+        architecture inside the supernet (`BilevelSearch.evaluate_arch`)."""
+        if edge_weights is not None and arch is not None:
+            raise ValueError("evaluate takes edge_weights or arch, not both")
         loss_sum = correct = count = 0.0
         for batch in self.search.distribute(dataset):
-            if edge_weights is None:
+            if arch is not None:
+                batch_loss, batch_correct, batch_count = self.search.evaluate_arch(batch, arch)
+            elif edge_weights is None:
                 batch_loss, batch_correct, batch_count = self.search.evaluate(batch)
             else:
                 batch_loss, batch_correct, batch_count = self.search.evaluate_mixed(
@@ -333,14 +353,15 @@ class SearchRun:
         save_state()
         return result
 
-    def _finish(self, writer, result):
+    def _finish(self, writer, result, selection_seconds):
         cfg = self.config
         genotype_lib.save(result.genotype, self.paths.genotype)
         test_loss, test_acc = self.evaluate(self.data.test)
         summary = {"genotype": result.genotype.to_json_dict(), "test_loss": test_loss,
                    "test_accuracy": test_acc, "epochs": cfg.epochs,
                    "weight_params": self.model.count_weight_params(),
-                   "num_classes": self.data.info.num_classes}
+                   "num_classes": self.data.info.num_classes,
+                   "selection_seconds": selection_seconds}
         write_json(self.paths.results, summary)
         writer.scalars(cfg.epochs, {"eval/test_loss": test_loss, "eval/test_accuracy": test_acc})
         writer.flush()
@@ -366,3 +387,9 @@ def run_search(config, resume=False):
 def run_selection(config, source_dir):
     """Runs `config.selection` on the searched supernet in `source_dir`."""
     return SearchRun(config).select_from(source_dir)
+
+
+def _first_line(error):
+    """TF errors can span lines and pages; a CLI error message is one short line."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= 300 else line[:300] + " ..."
