@@ -9,7 +9,7 @@ Each criterion runs exactly as `python -m keras_darts.select` runs it
 perturbation tunes its own copy of the supernet), and writes its outputs into
 OUTPUT/<criterion>/.  Every genotype is then evaluated as a discrete
 architecture inside the SEARCHED supernet (only its chosen ops on its chosen
-edges, BatchNorm batch statistics; see `accuracy_note`) on the search-val
+edges, BatchNorm batch statistics; see `ACCURACY_NOTE`) on the search-val
 split, so all rows share one set of weights.  Writes OUTPUT/comparison.md,
 OUTPUT/comparison.csv and the markdown as a TensorBoard text summary
 ("comparison/table") in OUTPUT/tensorboard.
@@ -46,8 +46,8 @@ COLUMNS = ("criterion", "genotype", "val_accuracy", "val_loss", "params",
 # running, unweighted, the node states have other means and variances, so the
 # running statistics would measure a mismatch rather than the architecture.
 # Batch statistics renormalise every layer for the subnet that actually runs,
-# as one-shot evaluation does and as DARTS-PT scores its decisions.
-accuracy_note = ("val accuracy / loss: the discrete architecture inside the searched "
+# as DARTS-PT's decision scoring does (BUILD_NOTES.md has measured numbers).
+ACCURACY_NOTE = ("val accuracy / loss: the discrete architecture inside the searched "
                  "supernet (only its chosen ops on its chosen edges) on search-val, "
                  "BatchNorm in train mode (batch statistics: the running ones were "
                  "collected under mixing)")
@@ -55,6 +55,8 @@ accuracy_note = ("val accuracy / loss: the discrete architecture inside the sear
 
 @dataclasses.dataclass(frozen=True)
 class Row:
+    """One criterion's line of the table."""
+
     criterion: str
     genotype: genotype_lib.Genotype
     val_accuracy: float
@@ -115,7 +117,7 @@ def compare(source, output_dir):
         f"source: `{source}` (`{os.path.basename(checkpoint)}`, epoch "
         f"{int(reference.epoch.numpy())}; dataset {data.info.name}, "
         f"{data.info.num_search_val} search-val images)", "",
-        f"{accuracy_note}.", "",
+        f"{ACCURACY_NOTE}.", "",
         "params: weights of that architecture inside the supernet (stem, cell input "
         "preprocessing, chosen ops, classifier); selection s: the criterion itself; total s: "
         "the whole `keras_darts.select` run (data, supernet build and restore, selection, "
