@@ -185,13 +185,23 @@ class SearchCell(ops.BuiltLayer):
                     yield edge.run_clamped(mode, states[j], relu_x, training, weight_grads)
         return terms_of
 
+    def chosen_ops(self, pairs):
+        """(node, input state, edge, op index) of each (op_name, input) pair of a
+        discrete cell, in pair order: where that architecture's ops live in here."""
+        index = {ij: e for e, ij in enumerate(self.edge_inputs)}
+        chosen = []
+        for position, (op_name, j) in enumerate(pairs):
+            node = position // 2
+            edge = self.edges[index[(node, j)]]
+            chosen.append((node, j, edge, edge.primitives.index(op_name)))
+        return chosen
+
     def _discrete_terms(self, states, relu_of, arch, training):
         pairs, _ = arch
-        index = {ij: e for e, ij in enumerate(self.edge_inputs)}
+        chosen = self.chosen_ops(pairs)
 
         def terms_of(node):
-            for op_name, j in pairs[2 * node:2 * node + 2]:
-                edge = self.edges[index[(node, j)]]
-                yield edge.run_op(edge.primitives.index(op_name), states[j], relu_of(j),
-                                  training)
+            for n, j, edge, k in chosen:
+                if n == node:
+                    yield edge.run_op(k, states[j], relu_of(j), training)
         return terms_of

@@ -1,18 +1,21 @@
 """Every command-line flag of keras_darts, and their conversion to a config.
 
 This is the only module that defines flags and the only one that reads FLAGS
-(`to_search_config`, `to_select_config`); library code receives a
-`SearchConfig`.  `keras_darts.search` defines the search flags,
-`keras_darts.select` only the selection flags (so a flag it would ignore is an
-error, not silently dropped).
+(`to_search_config`, `to_select_config`, `to_compare_configs`); library code
+receives a `SearchConfig`.  `keras_darts.search` defines the search flags,
+`keras_darts.select` only the selection flags and `tools/compare_selection.py`
+only its own (so a flag a program would ignore is an error, not silently
+dropped).
 """
 
 import dataclasses
+import os
 
 from absl import flags
 
 from keras_darts import edas, ops, runtime, search_step, selection
 from keras_darts.config import SearchConfig
+from keras_darts.errors import ConfigError
 from keras_darts.selection import perturbation
 from keras_darts.supernet import RECOMPUTE_POLICIES
 
@@ -21,12 +24,17 @@ _DEFAULTS = SearchConfig(output_dir="")
 
 
 def _define_selection_flags():
-    d = _DEFAULTS
-    flags.DEFINE_enum("selection", d.selection, list(selection.names()),
+    flags.DEFINE_enum("selection", _DEFAULTS.selection, list(selection.names()),
                       "How the genotype is read out of the supernet: magnitude (DARTS), "
                       "stable_rank (minimum stable rank read-out, MSR-DARTS sect. 3.6), "
                       "perturbation (DARTS-PT: progressive op/edge removal with tuning "
                       "after the search).")
+    _define_criterion_flags()
+
+
+def _define_criterion_flags():
+    """The settings of individual criteria."""
+    d = _DEFAULTS
     flags.DEFINE_integer("pt_proj_intv", d.pt_proj_intv, "perturbation: tuning epochs "
                          "between decisions (published scripts: 5).", lower_bound=1)
     flags.DEFINE_enum("pt_crit_normal", d.pt_crit_normal, list(perturbation.CRITERIA),
@@ -132,31 +140,73 @@ def define_search_flags():
     flags.mark_flag_as_required("output_dir")
 
 
-def define_select_flags():
-    """The flags of `python -m keras_darts.select` (idempotent)."""
-    if "checkpoint" in FLAGS:
-        return
+def _define_source_flags(output_help):
+    """--checkpoint (a searched supernet, only read), --output_dir, --data_dir."""
     flags.DEFINE_string("checkpoint", None, "Output directory of a finished (or interrupted) "
                         "search: its config.json and latest checkpoint are used.")
-    flags.DEFINE_string("output_dir", None, "Where to write this selection's genotype.json, "
-                        "results.json, scores and TensorBoard (must be new or empty).")
+    flags.DEFINE_string("output_dir", None, output_help)
     flags.DEFINE_string("data_dir", None, "Override the search's --data_dir (tfds datasets).")
-    _define_selection_flags()
     flags.mark_flag_as_required("checkpoint")
     flags.mark_flag_as_required("output_dir")
 
 
-_SELECTION_FIELDS = ("selection", "msr_shapes", "pt_proj_intv", "pt_crit_normal",
-                     "pt_crit_reduce")
+def define_select_flags():
+    """The flags of `python -m keras_darts.select` (idempotent)."""
+    if "checkpoint" in FLAGS:
+        return
+    _define_source_flags("Where to write this selection's genotype.json, results.json, "
+                         "scores and TensorBoard (must be new or empty).")
+    _define_selection_flags()
+
+
+def define_compare_flags():
+    """The flags of `tools/compare_selection.py` (idempotent)."""
+    if "criteria" in FLAGS:
+        return
+    _define_source_flags("Where to write comparison.md, comparison.csv, tensorboard/ and "
+                         "one selection directory per criterion (must be new or empty).")
+    flags.DEFINE_list("criteria", list(selection.names()), "Comma-separated selection "
+                      "criteria to run, in this order (default: all of "
+                      f"{', '.join(selection.names())}).")
+    _define_criterion_flags()
+
+
+_CRITERION_FIELDS = ("msr_shapes", "pt_proj_intv", "pt_crit_normal", "pt_crit_reduce")
+
+
+def _criterion_changes(flag_values):
+    changes = {name: flag_values[name].value for name in _CRITERION_FIELDS}
+    if flag_values.data_dir:
+        changes["data_dir"] = flag_values.data_dir
+    return changes
 
 
 def to_select_config(saved, flag_values=FLAGS):
     """The search's saved config with this selection's settings and output dir."""
-    changes = {name: flag_values[name].value for name in _SELECTION_FIELDS}
-    changes["output_dir"] = flag_values.output_dir
-    if flag_values.data_dir:
-        changes["data_dir"] = flag_values.data_dir
-    return dataclasses.replace(saved, **changes)
+    return dataclasses.replace(saved, selection=flag_values.selection,
+                               output_dir=flag_values.output_dir,
+                               **_criterion_changes(flag_values))
+
+
+def to_compare_configs(saved, flag_values=FLAGS):
+    """{criterion: the search's saved config selecting with it into
+    --output_dir/<criterion>}, in --criteria order."""
+    names = list(flag_values.criteria)
+    if not names:
+        raise ConfigError("--criteria is empty; name at least one of "
+                          f"{', '.join(selection.names())}")
+    unknown = [name for name in names if name not in selection.names()]
+    if unknown:
+        raise ConfigError(f"unknown criterion '{unknown[0]}' in --criteria; available: "
+                          f"{', '.join(selection.names())}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--criteria lists {', '.join(repeated)} more than once")
+    changes = _criterion_changes(flag_values)
+    return {name: dataclasses.replace(saved, selection=name,
+                                      output_dir=os.path.join(flag_values.output_dir, name),
+                                      **changes)
+            for name in names}
 
 
 def to_search_config(flag_values=FLAGS):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 from keras_darts.errors import ConfigError
 from keras_darts.fileio import atomic_write_text
@@ -89,6 +90,15 @@ class SearchConfig:
             return cls(**data)
         except (OSError, json.JSONDecodeError, TypeError) as e:
             raise ConfigError(f"cannot read search config {path}: {e}") from None
+
+    @classmethod
+    def load_from_run(cls, run_dir):
+        """The config a search saved in its output directory `run_dir`."""
+        path = os.path.join(run_dir, "config.json")
+        if not os.path.isfile(path):
+            raise ConfigError(f"{run_dir} is not a keras_darts.search output directory "
+                              "(no config.json)")
+        return cls.load(path)
 
     def check_resumable_from(self, saved):
         diffs = [f"--{k}: saved {getattr(saved, k)!r}, now {getattr(self, k)!r}"

@@ -56,6 +56,17 @@ class Genotype:
             "reduce_concat": [int(i) for i in self.reduce_concat],
         }
 
+    def to_text(self):
+        """One line, e.g. "normal [sep_conv_3x3:0 skip_connect:1 ...] reduce [...]";
+        a cell's concat is appended only when it is not every intermediate node."""
+        parts = []
+        for name, reduction in (("normal", False), ("reduce", True)):
+            pairs, concat = self.cell(reduction)
+            parts.append(f"{name} [{' '.join(f'{op}:{i}' for op, i in pairs)}]")
+            if tuple(concat) != tuple(range(2, 2 + self.num_nodes)):
+                parts.append(f"{name}_concat {list(concat)}")
+        return " ".join(parts)
+
     def to_json(self):
         """Compact, diff-friendly JSON: one line per cell list."""
         items = self.to_json_dict().items()

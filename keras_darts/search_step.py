@@ -11,6 +11,7 @@ under MirroredStrategy (NOTES_TF.md).
 """
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -57,6 +58,12 @@ def _correct(labels, logits):
     return tf.reduce_sum(tf.cast(hits, tf.float32))
 
 
+def _eval_sums(labels, logits):
+    """(loss sum, correct count, example count) of one replica's batch."""
+    return (tf.reduce_sum(_cross_entropy(labels, logits)), _correct(labels, logits),
+            tf.cast(tf.shape(labels)[0], tf.float32))
+
+
 ORDERS = ("first", "second")
 
 
@@ -100,6 +107,7 @@ class BilevelSearch:
         self._step = tf.function(self._distributed_step, autograph=False)
         self._evaluate = tf.function(self._distributed_evaluate, autograph=False)
         self._evaluate_mixed = tf.function(self._distributed_evaluate_mixed, autograph=False)
+        self._evaluate_arch = {}  # Genotype -> its traced evaluation (see evaluate_arch).
 
     # -- public --------------------------------------------------------------
     def set_weight_lr(self, lr):
@@ -138,6 +146,17 @@ class BilevelSearch:
         edges) with the given mixing weights {"normal": [E, K], "reduce": [E, K]}."""
         edge_weights = {k: tf.convert_to_tensor(v, tf.float32) for k, v in edge_weights.items()}
         return self._evaluate_mixed(batch, edge_weights)
+
+    def evaluate_arch(self, batch, arch):
+        """Like `evaluate_mixed`, for the discrete architecture `arch` (a Genotype)
+        inside the supernet: only its chosen ops on its chosen edges run, in train
+        mode (batch statistics: the running ones were collected under mixing)."""
+        function = self._evaluate_arch.get(arch)
+        if function is None:
+            function = tf.function(functools.partial(self._distributed_evaluate_arch,
+                                                     arch=arch), autograph=False)
+            self._evaluate_arch[arch] = function
+        return function(batch)
 
     def distribute(self, dataset):
         """A dataset of global batches -> an iterable of per-replica batches."""
@@ -277,14 +296,16 @@ class BilevelSearch:
                 "grad_norm": totals["grad_norm"]}
 
     def _replica_evaluate(self, images, labels, edge_modes=None):
-        logits = self.model(images, training=False, edge_modes=edge_modes)
-        return (tf.reduce_sum(_cross_entropy(labels, logits)), _correct(labels, logits),
-                tf.cast(tf.shape(labels)[0], tf.float32))
+        return _eval_sums(labels, self.model(images, training=False, edge_modes=edge_modes))
 
     def _replica_evaluate_mixed(self, images, labels, edge_weights):
-        logits = self.model(images, training=True, edge_weights=edge_weights)
-        return (tf.reduce_sum(_cross_entropy(labels, logits)), _correct(labels, logits),
-                tf.cast(tf.shape(labels)[0], tf.float32))
+        return _eval_sums(labels, self.model(images, training=True, edge_weights=edge_weights))
+
+    def _replica_evaluate_arch(self, images, labels, arch):
+        return _eval_sums(labels, self.model(images, training=True, arch=arch))
+
+    def _distributed_evaluate_arch(self, batch, arch):
+        return self._run(functools.partial(self._replica_evaluate_arch, arch=arch), *batch)
 
     def _distributed_evaluate_mixed(self, batch, edge_weights):
         return self._run(self._replica_evaluate_mixed, *batch, edge_weights)

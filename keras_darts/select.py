@@ -25,11 +25,7 @@ cli_flags.define_select_flags()
 
 
 def select(source):
-    saved_config = os.path.join(source, "config.json")
-    if not os.path.isfile(saved_config):
-        raise ConfigError(f"{source} is not a keras_darts.search output directory "
-                          "(no config.json)")
-    config = cli_flags.to_select_config(SearchConfig.load(saved_config))
+    config = cli_flags.to_select_config(SearchConfig.load_from_run(source))
     if os.path.abspath(config.output_dir) == os.path.abspath(source):
         raise ConfigError("--output_dir must differ from --checkpoint (the search is only read)")
     return run_selection(config, source)

@@ -356,6 +356,11 @@ class EpochWriter:
             tf.summary.text("genotype/text", genotype_markdown(genotype))
             tf.summary.image("genotype/cells", genotype_image(genotype)[None], max_outputs=1)
 
+    def text(self, step, tag, markdown):
+        """A markdown text summary (TensorBoard's Text tab renders tables)."""
+        with self._writer.as_default(step=int(step)):
+            tf.summary.text(tag, markdown)
+
     def flush(self):
         self._writer.flush()
 

@@ -40,7 +40,7 @@ class Linear(ops.BuiltLayer):
         return tf.matmul(x, self.kernel) + self.bias
 
 
-class SearchNetwork(keras.Model):
+class SearchNetwork(ops.CheckpointsListedLayers, keras.Model):
     """DARTS supernet.
 
     Args:
@@ -123,6 +123,29 @@ class SearchNetwork(keras.Model):
     def count_weight_params(self):
         """Number of network weights (excluding alphas and BN moving statistics)."""
         return int(sum(np.prod(v.shape) for v in self.weight_variables))
+
+    def arch_weight_variables(self, genotype):
+        """The network weights `self(images, arch=genotype)` uses: the stem, every
+        cell's input preprocessing, the chosen op of each chosen edge and the
+        classifier (no alphas, no BN statistics).  A pair listed twice runs the
+        same layer twice and its weights count once."""
+        self._check_arch(genotype)
+        layers = [self.stem_conv, self.stem_bn]
+        for cell in self.search_cells:
+            pairs, _ = genotype.cell(cell.reduction)
+            layers += [cell.preprocess0, cell.preprocess1]
+            layers += [edge.candidates[k] for _, _, edge, k in cell.chosen_ops(pairs)]
+        layers.append(self.classifier)
+        unique = {}
+        for layer in layers:
+            for v in layer.trainable_weights:
+                unique.setdefault(id(v), v)
+        return list(unique.values())
+
+    def count_arch_params(self, genotype):
+        """Number of weights of the discrete architecture `genotype` inside this
+        supernet (see `arch_weight_variables`)."""
+        return int(sum(np.prod(v.shape) for v in self.arch_weight_variables(genotype)))
 
     def build_variables(self):
         """Creates every variable with one tiny eager forward pass (eval mode)."""

@@ -19,7 +19,7 @@ from absl import logging
 
 from keras_darts import data as data_lib
 from keras_darts import genotype as genotype_lib
-from keras_darts import checkpointing, edas, runtime, selection
+from keras_darts import edas, runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError, Interrupted, TrainingDivergedError
 from keras_darts.fileio import atomic_write_text, write_json
@@ -182,8 +182,7 @@ class SearchRun:
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(
-            model_variables=checkpointing.model_variables(self.model),
-            weight_optimizer=self.search.weight_optimizer,
+            model=self.model, weight_optimizer=self.search.weight_optimizer,
             arch_optimizer=self.search.arch_optimizer, epoch=self.epoch,
             step=self.global_step)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.paths.checkpoints,
@@ -199,14 +198,16 @@ class SearchRun:
         for path in candidates:
             try:
                 self.checkpoint.restore(path).assert_consumed()
+            # What TF raises for damaged files, missing objects and mismatched shapes.
             except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
                 logging.warning("checkpoint %s is unreadable (%s); trying an older one",
-                                path, str(e).splitlines()[0][:200])
+                                path, _first_line(e))
                 continue
             logging.info("resumed from %s (epoch %d done, step %d)", path,
                          int(self.epoch.numpy()), int(self.global_step.numpy()))
             return path
-        raise ConfigError(f"no readable checkpoint in {directory}")
+        raise ConfigError(f"cannot restore the supernet from {directory}: no checkpoint there "
+                          "is readable and matches this configuration (see the warnings)")
 
     def save(self):
         """Checkpoint numbered by the step count (TF's own write is atomic: a crash
@@ -218,6 +219,14 @@ class SearchRun:
         start = int(self.global_step.numpy())
         return (iter(self.search.distribute(self.data.search_train_from(start))),
                 iter(self.search.distribute(self.data.search_val_from(start))))
+
+    def restore_searched(self, source_dir):
+        """Prepares this run and loads the supernet checkpointed in `source_dir` (a
+        search's output directory, only read); writes nothing.  Returns the path of
+        the checkpoint loaded."""
+        self.prepare()
+        self.build()
+        return self.restore(os.path.join(source_dir, "checkpoints"))
 
     # -- loop ----------------------------------------------------------------
     def run(self):
@@ -245,11 +254,9 @@ class SearchRun:
         """Runs --selection on the supernet checkpointed in `source_dir` (a search's
         output directory) and writes the outputs to this run's --output_dir; the
         source is only read."""
-        self.prepare()
+        latest = self.restore_searched(source_dir)
         self.paths.make()
         self.config.save(self.paths.config)
-        self.build()
-        latest = self.restore(os.path.join(source_dir, "checkpoints"))
         searched = int(self.epoch.numpy())
         if searched < self.config.epochs:
             logging.warning("%s holds a search stopped after %d of %d epochs", source_dir,
@@ -264,13 +271,15 @@ class SearchRun:
             return self._select_and_finish(train_iter, val_iter, writer)
 
     def _select_and_finish(self, train_iter, val_iter, writer):
+        start = time.time()
         if self.config.selection == "perturbation":
             result = self._perturbation(train_iter, val_iter, writer)
         else:
             result = self._select()
+        seconds = time.time() - start
         write_json(os.path.join(self.config.output_dir, "selection_scores.json"),
                    {"selection": self.config.selection, "scores": result.scores})
-        return self._finish(writer, result)
+        return self._finish(writer, result, seconds)
 
     def _run_epoch(self, epoch, train_iter, val_iter, writer):
         cfg = self.config
@@ -341,12 +350,18 @@ class SearchRun:
                 f"{step + 1}; stopped without saving this epoch (the last good checkpoint is "
                 "kept). Try a lower --w_lr or --a_lr, or check the input data.")
 
-    def evaluate(self, dataset, edge_weights=None):
+    def evaluate(self, dataset, edge_weights=None, arch=None):
         """Mean loss and accuracy over `dataset`: eval mode (running BN statistics),
-        or, given `edge_weights`, train mode with those mixing weights (DARTS-PT)."""
+        or, given `edge_weights`, train mode with those mixing weights (DARTS-PT),
+        or, given `arch` (a Genotype), train mode running only that discrete
+        architecture inside the supernet (`BilevelSearch.evaluate_arch`)."""
+        if edge_weights is not None and arch is not None:
+            raise ValueError("evaluate takes edge_weights or arch, not both")
         loss_sum = correct = count = 0.0
         for batch in self.search.distribute(dataset):
-            if edge_weights is None:
+            if arch is not None:
+                batch_loss, batch_correct, batch_count = self.search.evaluate_arch(batch, arch)
+            elif edge_weights is None:
                 batch_loss, batch_correct, batch_count = self.search.evaluate(batch)
             else:
                 batch_loss, batch_correct, batch_count = self.search.evaluate_mixed(
@@ -441,14 +456,15 @@ class SearchRun:
         save_state()
         return result
 
-    def _finish(self, writer, result):
+    def _finish(self, writer, result, selection_seconds):
         cfg = self.config
         genotype_lib.save(result.genotype, self.paths.genotype)
         test_loss, test_acc = self.evaluate(self.data.test)
         summary = {"genotype": result.genotype.to_json_dict(), "test_loss": test_loss,
                    "test_accuracy": test_acc, "epochs": cfg.epochs,
                    "weight_params": self.model.count_weight_params(),
-                   "num_classes": self.data.info.num_classes}
+                   "num_classes": self.data.info.num_classes,
+                   "selection_seconds": selection_seconds}
         write_json(self.paths.results, summary)
         writer.scalars(cfg.epochs, {"eval/test_loss": test_loss, "eval/test_accuracy": test_acc})
         writer.flush()
@@ -474,3 +490,9 @@ def run_search(config, resume=False):
 def run_selection(config, source_dir):
     """Runs `config.selection` on the searched supernet in `source_dir`."""
     return SearchRun(config).select_from(source_dir)
+
+
+def _first_line(error):
+    """TF errors can span lines and pages; a CLI error message is one short line."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= 300 else line[:300] + " ..."

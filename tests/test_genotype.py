@@ -60,3 +60,18 @@ def test_malformed_file_names_the_path(tmp_path):
 def test_default_known_ops_are_the_registry():
     data = _valid()
     assert genotype_lib.from_json_dict(data) == genotype_lib.DARTS_V2
+
+
+def test_one_line_text():
+    assert genotype_lib.DARTS_V2.to_text() == (
+        "normal [sep_conv_3x3:0 sep_conv_3x3:1 sep_conv_3x3:0 sep_conv_3x3:1 sep_conv_3x3:1 "
+        "skip_connect:0 skip_connect:0 dil_conv_3x3:2] reduce [max_pool_3x3:0 max_pool_3x3:1 "
+        "skip_connect:2 max_pool_3x3:1 max_pool_3x3:0 skip_connect:2 skip_connect:2 "
+        "max_pool_3x3:1]")
+    partial = genotype_lib.Genotype(normal=[("skip_connect", 0), ("skip_connect", 1)],
+                                    normal_concat=[1, 2], reduce=[("max_pool_3x3", 0),
+                                                                  ("max_pool_3x3", 1)],
+                                    reduce_concat=[2])
+    # Concat is shown only where it is not every intermediate node.
+    assert partial.to_text() == ("normal [skip_connect:0 skip_connect:1] normal_concat [1, 2] "
+                                 "reduce [max_pool_3x3:0 max_pool_3x3:1]")

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_darts.cells import edge_inputs
+from keras_darts.genotype import Genotype
 from keras_darts.optim import Adam, MomentumSGD
 from keras_darts.search_step import BilevelSearch, SearchHParams, cosine_lr
 from keras_darts.supernet import SearchNetwork
@@ -121,6 +123,30 @@ def test_evaluate_matches_eager_eval(darts_search):
     hits = np.sum(np.argmax(logits.numpy(), -1) == val[1].numpy())
     assert float(correct) == hits
     assert float(count) == 4.0
+
+
+def test_evaluate_arch_equals_one_hot_mixing():
+    """A discrete architecture = the supernet mixing its chosen op with weight 1 on
+    its chosen edges and 0 everywhere else (both in train mode)."""
+    net, search, _, val = build(SearchHParams())
+    genotype = Genotype(normal=[("sep_conv_3x3", 0), ("skip_connect", 1),
+                                ("max_pool_3x3", 2), ("dil_conv_5x5", 0)], normal_concat=[2, 3],
+                        reduce=[("skip_connect", 0), ("avg_pool_3x3", 1),
+                                ("sep_conv_5x5", 1), ("sep_conv_3x3", 2)], reduce_concat=[2, 3])
+    rows = {(node, j): e for e, (node, j) in enumerate(edge_inputs(2))}
+    one_hot = {}
+    for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+        weights = np.zeros(tuple(net.alpha_normal.shape), np.float32)
+        for position, (op, j) in enumerate(pairs):
+            weights[rows[(position // 2, j)], net.primitives.index(op)] = 1.0
+        one_hot[cell] = weights
+    discrete = [float(v) for v in search.evaluate_arch(val, genotype)]
+    mixed = [float(v) for v in search.evaluate_mixed(val, one_hot)]
+    np.testing.assert_allclose(discrete, mixed, rtol=1e-5)
+    logits = net(val[0], training=True, arch=genotype)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(val[1], logits)
+    np.testing.assert_allclose(discrete[0], float(tf.reduce_sum(ce)), rtol=1e-5)
+    assert discrete[1] == np.sum(np.argmax(logits.numpy(), -1) == val[1].numpy())
 
 
 def test_arch_update_alone_changes_only_alphas():

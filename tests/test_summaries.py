@@ -132,6 +132,7 @@ def test_epoch_writer_writes_all_tags(tmp_path):
             writer.scalars(step, {"loss/train": 1.5 - step, "accuracy/val": np.float32(0.25)})
         writer.alphas(1, probs, PRIMITIVES)
         writer.genotype(1, DARTS_V2)
+        writer.text(3, "comparison/table", "| a | b |\n|---|---|\n| 1 | 2 |\n")
         writer.flush()
 
     events = _read_events(tmp_path)
@@ -141,6 +142,7 @@ def test_epoch_writer_writes_all_tags(tmp_path):
     assert float(events["accuracy/val"][0][1]) == pytest.approx(0.25)
     [(step, text)] = events["genotype/text"]
     assert step == 1 and "dil_conv_3x3" in text
+    assert events["comparison/table"] == [(3, "| a | b |\n|---|---|\n| 1 | 2 |\n")]
     for tag in ("alphas/normal", "genotype/cells"):
         [(step, image)] = events[tag]
         width, height = int(image[0]), int(image[1])

@@ -1,11 +1,15 @@
 """Tests for keras_darts.supernet: faithfulness of the search supernet (spec sect. 2, 7)."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_darts import ops
+from keras_darts.errors import GenotypeError
+from keras_darts.genotype import DARTS_V2, Genotype
 from keras_darts.supernet import SearchNetwork, reduction_layers
 
 
@@ -194,3 +198,82 @@ def test_darts_pt_space_has_no_none_and_the_same_weights():
     net = SearchNetwork(10, primitives="darts_pt")
     assert tuple(net.alpha_normal.shape) == (14, 7)
     assert net.count_weight_params() == 1_930_618
+
+
+# A 2-node genotype for the tiny net below (cell 0 normal, C=4; cells 1 and 2 reduction,
+# C=8 and C=16); the stride-2 edges of reduction cells are those from inputs 0 and 1.
+TINY_ARCH = Genotype(
+    normal=[("sep_conv_3x3", 0), ("skip_connect", 1), ("dil_conv_5x5", 2), ("max_pool_3x3", 0)],
+    normal_concat=[2, 3],
+    reduce=[("skip_connect", 0), ("sep_conv_5x5", 1), ("avg_pool_3x3", 2), ("dil_conv_3x3", 1)],
+    reduce_concat=[2, 3])
+
+
+def _tiny_grey_net():
+    keras.utils.set_random_seed(0)
+    return SearchNetwork(10, channels=4, num_layers=3, num_nodes=2, input_shape=(8, 8, 1))
+
+
+def test_discrete_arch_param_count_by_hand():
+    net = _tiny_grey_net()
+    stem = 3 * 3 * 1 * 12 + 2 * 12            # 3x3 conv 1 -> 3C = 12, BN with gamma, beta
+    preprocess = (12 * 4 + 12 * 4             # cell 0: 1x1 convs from the stem (12) twice
+                  + 12 * 8 + 8 * 8            # cell 1: from the stem (12), from cell 0 (2 x 4)
+                  + 2 * (8 * 8) + 16 * 16)    # cell 2: FactorizedReduce from cell 0 (8 -> 2 x
+    #                                           8 halves), 1x1 from cell 1 (2 nodes x 8)
+    classifier = 2 * 16 * 10 + 10             # cell 2 outputs 2 nodes x 16 channels
+
+    def sep(c, k):  # (depthwise kxk + pointwise 1x1) twice; its BNs are affine=False
+        return 2 * (k * k * c + c * c)
+
+    def dil(c, k):  # depthwise kxk (dilated) + pointwise 1x1
+        return k * k * c + c * c
+
+    # skip_connect at stride 1 is the identity; pools (+ BN affine=False) have no weights.
+    normal = sep(4, 3) + 0 + dil(4, 5) + 0
+
+    def reduce(c):  # skip_connect on a stride-2 edge: FactorizedReduce, two 1x1 c -> c/2
+        return c * c + sep(c, 5) + 0 + dil(c, 3)
+
+    expected = stem + preprocess + classifier + normal + reduce(8) + reduce(16)
+    assert expected == 132 + 640 + 330 + 220 + 728 + 1968
+    assert net.count_arch_params(TINY_ARCH) == expected
+    # A pair listed twice runs one layer twice: its weights count once.
+    twice = dataclasses.replace(TINY_ARCH, normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 0),
+                                                   ("dil_conv_5x5", 2), ("max_pool_3x3", 0)])
+    assert net.count_arch_params(twice) == expected
+
+
+def test_discrete_arch_weights_are_exactly_those_its_forward_uses():
+    net = _tiny_grey_net()
+    x = tf.random.normal((2, 8, 8, 1))
+    variables = [v.value for v in net.weight_variables]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(net(x, training=True, arch=TINY_ARCH)))
+    grads = tape.gradient(loss, variables)
+    used = {id(v) for v, g in zip(net.weight_variables, grads) if g is not None}
+    assert used == {id(v) for v in net.arch_weight_variables(TINY_ARCH)}
+    assert len(used) < len(variables)
+
+
+def test_discrete_arch_param_count_rejects_a_foreign_genotype():
+    net = _tiny_grey_net()
+    with pytest.raises(GenotypeError, match="nodes"):
+        net.count_arch_params(DARTS_V2)
+
+
+def test_checkpoint_holds_every_variable(tmp_path):
+    """Cells, edges and ops live in lists, which Keras 3 does not expose to
+    tf.train.Checkpoint by itself (ops.CheckpointsListedLayers)."""
+    keras.utils.set_random_seed(0)
+    saved = SearchNetwork(10, channels=4, num_layers=3, num_nodes=2, input_shape=(8, 8, 1))
+    path = tf.train.Checkpoint(model=saved).save(str(tmp_path / "ckpt"))
+    stored = [name for name, _ in tf.train.list_variables(path) if name.startswith("model/")]
+    assert len(stored) == len(saved.variables)
+    keras.utils.set_random_seed(1)
+    restored = SearchNetwork(10, channels=4, num_layers=3, num_nodes=2, input_shape=(8, 8, 1))
+    assert not np.array_equal(restored.search_cells[0].preprocess0.conv.kernel.numpy(),
+                              saved.search_cells[0].preprocess0.conv.kernel.numpy())
+    tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()
+    for a, b in zip(saved.variables, restored.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
