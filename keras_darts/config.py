@@ -18,6 +18,7 @@ class SearchConfig:
     data_dir: str = ""
     image_size: int = 0          # 0 = the dataset's own size.
     crop_padding: int = -1       # -1 = max(1, image_size // 8).
+    train_portion: float = 0.5   # First part of the train split: search-train.
     # Supernet.
     channels: int = 16
     layers: int = 8
@@ -25,6 +26,7 @@ class SearchConfig:
     primitives: str = "darts"
     stem_multiplier: int = 3
     # Search.
+    method: str = "darts"        # "darts" or "msr" (MSR-DARTS, keras_darts.msr).
     epochs: int = 50
     batch_size: int = 64
     eval_batch_size: int = 0     # 0 = batch_size.
@@ -56,7 +58,8 @@ class SearchConfig:
     # Fields that must match when resuming: they shape the model or the data.
     # (--epochs may grow: resuming with more epochs extends a finished search.)
     RESUME_KEYS = ("dataset", "data_dir", "image_size", "channels", "layers", "nodes",
-                   "primitives", "stem_multiplier", "batch_size", "order", "seed")
+                   "primitives", "stem_multiplier", "batch_size", "order", "seed",
+                   "method", "train_portion")
 
     def hparams(self):
         """The optimiser settings as the search step takes them (fields without a

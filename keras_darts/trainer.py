@@ -17,7 +17,7 @@ from absl import logging
 
 from keras_darts import data as data_lib
 from keras_darts import genotype as genotype_lib
-from keras_darts import runtime, selection
+from keras_darts import msr, runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError, TrainingDivergedError
 from keras_darts.fileio import atomic_write_text, write_json
@@ -89,6 +89,7 @@ class SearchRun:
         if cfg.channels % 2:
             raise ConfigError(f"--channels must be even (FactorizedReduce halves it), "
                               f"got {cfg.channels}")
+        msr.check_config(cfg)
         _check_output_dir(cfg, self.paths, self.resume)
         runtime.configure_threads()
         runtime.configure_graph_optimizer(cfg.graph_optimizer)
@@ -97,7 +98,7 @@ class SearchRun:
             cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
             image_size=cfg.image_size or None, seed=cfg.seed,
             crop_padding=None if cfg.crop_padding < 0 else cfg.crop_padding,
-            eval_batch_size=cfg.eval_batch_size or None)
+            eval_batch_size=cfg.eval_batch_size or None, train_portion=cfg.train_portion)
         info = self.data.info
         data_lib.check_image_size(min(info.image_shape[:2]), len(reduction_layers(cfg.layers)))
         self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(cfg.batch_size)
@@ -111,8 +112,10 @@ class SearchRun:
                 num_nodes=cfg.nodes, primitives=cfg.primitives,
                 input_shape=info.image_shape, stem_multiplier=cfg.stem_multiplier,
                 recompute=cfg.recompute)
+            if self.is_msr:
+                msr.normalise_candidate_convs(self.model, cfg.msr_shapes)
             self.search = BilevelSearch(self.model, self.strategy, cfg.batch_size,
-                                        cfg.hparams())
+                                        cfg.hparams(), per_cell_weights=self.is_msr)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, weight_optimizer=self.search.weight_optimizer,
@@ -161,6 +164,8 @@ class SearchRun:
             raise ConfigError(f"no checkpoint in {source_dir}/checkpoints")
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         searched = int(self.epoch.numpy())
+        if self.is_msr:
+            self._refresh_mixing()
         if searched < self.config.epochs:
             logging.warning("%s holds a search stopped after %d of %d epochs", source_dir,
                             searched, self.config.epochs)
@@ -185,8 +190,11 @@ class SearchRun:
 
     def _run_epoch(self, epoch, train_iter, val_iter, writer):
         cfg = self.config
-        lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
+        lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min,
+                       stepped_before_epoch=not self.is_msr)
         self.search.set_weight_lr(lr)
+        if self.is_msr:
+            self._refresh_mixing()
         epoch_start = time.time()
         means = self._train_epoch(epoch, cfg.epochs, train_iter, val_iter)
         val_loss, val_acc = self.evaluate(self.data.search_val_eval)
@@ -202,17 +210,20 @@ class SearchRun:
         epoch_start = time.time()
         totals = {}
         for step in range(self.steps_per_epoch):
+            # MSR-DARTS trains no alphas: a weight-only step, no val batch.
+            val_batch = None if self.is_msr else next(val_iter)
             metrics = {k: float(v) for k, v in
-                       self.search.step(next(train_iter), next(val_iter)).items()}
+                       self.search.step(next(train_iter), val_batch).items()}
             self._check_finite(metrics, epoch, step)
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + v
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
-                logging.info("epoch %d/%d step %d/%d: train loss %.4f acc %.3f | "
-                             "val loss %.4f acc %.3f | %.2f s/step", epoch + 1, epochs,
-                             step + 1, self.steps_per_epoch, metrics["loss/train"],
-                             metrics["accuracy/train"], metrics["loss/val"],
-                             metrics["accuracy/val"], (time.time() - epoch_start) / (step + 1))
+                val = ("" if val_batch is None else " | val loss %.4f acc %.3f" % (
+                    metrics["loss/val"], metrics["accuracy/val"]))
+                logging.info("epoch %d/%d step %d/%d: train loss %.4f acc %.3f%s | "
+                             "%.2f s/step", epoch + 1, epochs, step + 1, self.steps_per_epoch,
+                             metrics["loss/train"], metrics["accuracy/train"], val,
+                             (time.time() - epoch_start) / (step + 1))
         return {f"search/{k}": v / self.steps_per_epoch for k, v in totals.items()}
 
     def _log_epoch(self, epoch, epoch_start, means, val_loss, val_acc, lr):
@@ -227,7 +238,8 @@ class SearchRun:
 
     @staticmethod
     def _check_finite(metrics, epoch, step):
-        bad = [k for k in ("loss/train", "loss/val") if not math.isfinite(metrics[k])]
+        bad = [k for k in ("loss/train", "loss/val")
+               if k in metrics and not math.isfinite(metrics[k])]
         if bad:
             raise TrainingDivergedError(
                 f"{' and '.join(bad)} became {metrics[bad[0]]} at epoch {epoch + 1}, step "
@@ -253,6 +265,18 @@ class SearchRun:
         number = epoch + 1
         genotype_lib.save(result.genotype,
                           os.path.join(self.paths.genotypes, f"epoch_{number:03d}.json"))
+        if self.is_msr:
+            arch_scalars = self._write_mixing(number, result, writer)
+        else:
+            arch_scalars = self._write_alphas(number, result, writer)
+        writer.scalars(number, {**means, "eval/search_val_loss": val_loss,
+                                "eval/search_val_accuracy": val_acc, "lr/weights": lr,
+                                **arch_scalars})
+        writer.genotype(number, result.genotype)
+        writer.flush()
+
+    def _write_alphas(self, number, result, writer):
+        """alphas/epoch_NNN.json and the softmax(alpha) heatmaps; returns scalars."""
         probs = self.model.arch_probabilities()
         write_json(os.path.join(self.paths.alphas, f"epoch_{number:03d}.json"), {
             "primitives": list(self.model.primitives),
@@ -260,12 +284,33 @@ class SearchRun:
                       "reduce": self.model.alpha_reduce.numpy().tolist()},
             "softmax": {cell: p.tolist() for cell, p in probs.items()},
             "selection": self.config.selection, "scores": result.scores})
-        writer.scalars(number, {**means, "eval/search_val_loss": val_loss,
-                                "eval/search_val_accuracy": val_acc, "lr/weights": lr,
-                                "lr/alphas": self.config.a_lr})
         writer.alphas(number, probs, self.model.primitives)
-        writer.genotype(number, result.genotype)
-        writer.flush()
+        return {"lr/alphas": self.config.a_lr}
+
+    # -- MSR-DARTS (specs/selection.md 3.3) -----------------------------------
+    @property
+    def is_msr(self):
+        return self.config.method == "msr"
+
+    def _refresh_mixing(self):
+        """Every cell's softmax(-srank) from the current kernels: the mixing
+        weights until the next refresh (each epoch start, and after a restore)."""
+        self._mixing_sranks, weights = msr.cell_mixing(self.model, self.config.msr_shapes)
+        self.search.set_cell_weights(weights)
+
+    def _write_mixing(self, number, result, writer):
+        """MSR-DARTS's counterpart of `_write_alphas`: the per-cell sranks and
+        mixing weights the epoch trained with, the end-of-epoch scores, and
+        heatmaps of the mean srank per cell type (what selection ranks)."""
+        write_json(os.path.join(self.paths.alphas, f"epoch_{number:03d}.json"), {
+            "primitives": list(self.model.primitives), "method": "msr",
+            "mixing_srank": self._mixing_sranks.tolist(),
+            "mixing": self.search.cell_weights.numpy().tolist(),
+            "selection": self.config.selection, "scores": result.scores})
+        writer.heatmaps(number, "srank", {kind: result.scores[kind] for kind in ("normal",
+                                                                                "reduce")},
+                        self.model.primitives, "mean stable rank")
+        return {}
 
     def _select(self):
         """The genotype by --selection (criteria ignore context keys they do not use).
