@@ -138,9 +138,11 @@ class SearchRun:
         if self.resume:
             self.restore()
         cfg = self.config
-        logging.info("supernet: %d weights, alphas 2 x %s; %d steps/epoch, %d epochs; "
+        mixing = ("MSR-DARTS: alphas unused, per-cell softmax(-srank) mixing" if self.is_msr
+                  else f"alphas 2 x {tuple(self.model.alpha_normal.shape)}")
+        logging.info("supernet: %d weights, %s; %d steps/epoch, %d epochs; "
                      "dataset %s %s, %d classes", self.model.count_weight_params(),
-                     tuple(self.model.alpha_normal.shape), self.steps_per_epoch, cfg.epochs,
+                     mixing, self.steps_per_epoch, cfg.epochs,
                      self.data.info.name, self.data.info.image_shape,
                      self.data.info.num_classes)
         train_iter = iter(self.search.distribute(self.data.search_train))

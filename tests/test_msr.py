@@ -355,7 +355,8 @@ def test_method_and_train_portion_must_match_on_resume():
 def test_msr_flagfile_has_the_paper_settings():
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
-        flags.FLAGS(["search", f"--flagfile={os.path.join(REPO, 'flags', 'msr_darts_cifar10.cfg')}"])
+        flagfile = os.path.join(REPO, "flags", "msr_darts_cifar10.cfg")
+        flags.FLAGS(["search", f"--flagfile={flagfile}"])
         config = cli_flags.to_search_config()
     assert (config.method, config.primitives, config.selection, config.dataset) == \
         ("msr", "msr", "stable_rank", "tfds:cifar10")
@@ -400,7 +401,3 @@ def test_msr_search_end_to_end(tmp_path):
     config = json.load(open(out / "config.json"))
     assert (config["method"], config["primitives"], config["selection"]) == \
         ("msr", "msr", "stable_rank")
-    reader = tf.train.load_checkpoint(str(out / "checkpoints"))
-    names = reader.get_variable_to_shape_map()
-    assert any(name.endswith("spectral_norm/rng_state/.ATTRIBUTES/VARIABLE_VALUE")
-               for name in names)
