@@ -93,9 +93,9 @@ class BilevelSearch:
                                    for cell in ("normal", "reduce")}
             self.cell_weights = None
             if per_cell_weights:
-                shape = (len(model.search_cells),) + shape
-                self.cell_weights = tf.Variable(tf.fill(shape, 1.0 / shape[-1]), trainable=False,
-                                                name="cell_weights")
+                cells_shape = (len(model.search_cells),) + shape
+                self.cell_weights = tf.Variable(tf.fill(cells_shape, 1.0 / shape[-1]),
+                                                trainable=False, name="cell_weights")
         # autograph off: the step has no tensor-dependent Python control flow.
         self._step = tf.function(self._distributed_step, autograph=False)
         self._evaluate = tf.function(self._distributed_evaluate, autograph=False)

@@ -309,9 +309,8 @@ class SearchRun:
             "mixing_srank": self._mixing_sranks.tolist(),
             "mixing": self.search.cell_weights.numpy().tolist(),
             "selection": self.config.selection, "scores": result.scores})
-        writer.heatmaps(number, "srank", {kind: result.scores[kind] for kind in ("normal",
-                                                                                "reduce")},
-                        self.model.primitives, "mean stable rank")
+        mean_sranks = {kind: result.scores[kind] for kind in ("normal", "reduce")}
+        writer.heatmaps(number, "srank", mean_sranks, self.model.primitives, "mean stable rank")
         return {}
 
     def _select(self):

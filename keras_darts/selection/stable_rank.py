@@ -4,7 +4,8 @@ This is the `msr_readout` proposal of specs/selection.md 3.6, not MSR-DARTS
 itself (no spectral normalisation, no srank mixing during training): every
 parameterised candidate op is scored by the stable rank of its last pointwise
 kernel as a periodic convolution (3.2), weightless ops score +inf, and the
-genotype keeps the smallest scores (3.4).
+genotype keeps the smallest scores (3.4).  MSR-DARTS's own search
+(`--method=msr`, keras_darts.msr) mixes and selects by these same scores.
 
 context["msr_shapes"] picks the (H, W) each edge is scored at:
   "code"   (default) the cell's input size, halved for stride-2 edges; stride-1
