@@ -13,7 +13,7 @@ transpose T (TF's conv2d / conv2d_transpose and their depthwise forms):
 The vectors are layer state (checkpointed).  Pointwise convs continue from
 the stored u; depthwise convs restart from a fresh random u in every call, as
 the reference does, drawn with a stateless RNG keyed by a per-conv seed and
-call counter that are state too, so a resumed run draws the same numbers.
+draw counter that are state too, so a resumed run draws the same numbers.
 
 Eval mode (the spec only defines train mode; choice, BUILD_NOTES.md): the
 kernel is normalised too (the ops were trained with normalised kernels), by
