@@ -78,7 +78,10 @@ class MixedOp(ops.BuiltLayer):
         shared = tuple(k for k in range(len(self.candidates)) if k not in inline)
         terms = []
         if any(not self.candidates[k].is_zero for k in shared):
-            key = (type(self), self.channels, self.stride, self.primitives)
+            # Variable shapes too: state sized by the input (MSR-DARTS's spectral
+            # norm vectors) must not differ between the edges of one function.
+            key = (type(self), self.channels, self.stride, self.primitives,
+                   tuple((tuple(v.shape), v.dtype) for v in self.variables))
             terms.append(tracing.call_shared(
                 self, key, MixedOp.mix, x, relu_x, weights, training, inline,
                 constant_variables=not weight_grads, recompute=self.recompute))

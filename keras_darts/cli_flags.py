@@ -13,7 +13,7 @@ import os
 
 from absl import flags
 
-from keras_darts import edas, ops, runtime, search_step, selection
+from keras_darts import edas, msr, ops, runtime, search_step, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError
 from keras_darts.selection import perturbation
@@ -63,6 +63,9 @@ def define_search_flags():
                          "square; 0 keeps the dataset's size (folders: 32).", lower_bound=0)
     flags.DEFINE_integer("crop_padding", d.crop_padding, "Zero padding (pixels) of the random "
                          "crop augmentation; -1 = max(1, size // 8).", lower_bound=-1)
+    flags.DEFINE_float("train_portion", d.train_portion, "Fraction of the train split (its "
+                       "first part) that trains the weights; the rest is search-val (alphas; "
+                       "--method=msr: only reported). Strictly between 0 and 1.")
     # Supernet.
     flags.DEFINE_integer("channels", d.channels, "Initial channels C of the supernet.",
                          lower_bound=2)
@@ -74,6 +77,10 @@ def define_search_flags():
     flags.DEFINE_integer("stem_multiplier", d.stem_multiplier,
                          "The stem outputs stem_multiplier * C channels.", lower_bound=1)
     # Search.
+    flags.DEFINE_enum("method", d.method, list(msr.METHODS),
+                      "darts: bilevel search of alphas and weights; msr: MSR-DARTS (no alphas; "
+                      "spectrally normalised 4-op supernet mixed by softmax(-stable rank) per "
+                      "cell; implies --primitives=msr --selection=stable_rank).")
     flags.DEFINE_integer("epochs", d.epochs, "Search epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size of both the train "
                          "and the val batch of a step.", lower_bound=1)
@@ -183,8 +190,10 @@ def _criterion_changes(flag_values):
 
 def to_select_config(saved, flag_values=FLAGS):
     """The search's saved config with this selection's settings and output dir."""
-    return dataclasses.replace(saved, selection=flag_values.selection,
-                               output_dir=flag_values.output_dir,
+    selected = flag_values.selection
+    if saved.method == "msr" and not flag_values["selection"].present:
+        selected = msr.SELECTION
+    return dataclasses.replace(saved, selection=selected, output_dir=flag_values.output_dir,
                                **_criterion_changes(flag_values))
 
 
@@ -212,4 +221,10 @@ def to_compare_configs(saved, flag_values=FLAGS):
 def to_search_config(flag_values=FLAGS):
     """The `SearchConfig` described by the parsed flags."""
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    return SearchConfig(**{name: flag_values[name].value for name in fields})
+    values = {name: flag_values[name].value for name in fields}
+    if values["method"] == "msr":
+        # MSR-DARTS has one space and one read-out: they replace the defaults of
+        # flags not given; a different value given is refused by msr.check_config.
+        values.update({name: value for name, value in msr.IMPLIED_SETTINGS.items()
+                       if not flag_values[name].present})
+    return SearchConfig(**values)

@@ -19,6 +19,7 @@ class SearchConfig:
     data_dir: str = ""
     image_size: int = 0          # 0 = the dataset's own size.
     crop_padding: int = -1       # -1 = max(1, image_size // 8).
+    train_portion: float = 0.5   # First part of the train split: search-train.
     # Supernet.
     channels: int = 16
     layers: int = 8
@@ -26,6 +27,7 @@ class SearchConfig:
     primitives: str = "darts"
     stem_multiplier: int = 3
     # Search.
+    method: str = "darts"        # "darts" or "msr" (MSR-DARTS, keras_darts.msr).
     epochs: int = 50
     batch_size: int = 64
     eval_batch_size: int = 0     # 0 = batch_size.
@@ -64,8 +66,8 @@ class SearchConfig:
     # (--epochs may grow: resuming with more epochs extends a finished search.)
     RESUME_KEYS = ("dataset", "data_dir", "image_size", "channels", "layers", "nodes",
                    "primitives", "stem_multiplier", "batch_size", "steps_per_epoch", "order",
-                   "relaxation",
-                   "edas_clamp", "edas_edges_per_step", "edas_edge_sampling", "seed")
+                   "relaxation", "edas_clamp", "edas_edges_per_step", "edas_edge_sampling",
+                   "method", "train_portion", "seed")
     EDAS_KEYS = ("edas_clamp", "edas_edges_per_step", "edas_edge_sampling", "edas_tau0",
                  "edas_eps")
 

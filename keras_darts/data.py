@@ -12,6 +12,8 @@ Accepted specs (see `describe_specs`):
 DARTS protocol: the source's train split is halved. The first half
 ("search-train") trains the network weights, the second half ("search-val")
 trains the architecture parameters. The test split is only for reporting.
+`train_portion` moves the boundary (MSR-DARTS: the first 80 % train the
+weights, the last 20 % only report accuracy).
 
 Every problem with the user's input raises `DataError` from `load_search_data`
 before any pipeline is built, so the CLI can exit before writing output.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import re
 from collections.abc import Callable
@@ -140,10 +143,17 @@ def load_search_data(
     seed: int = 0,
     crop_padding: int | None = None,
     eval_batch_size: int | None = None,
+    train_portion: float = 0.5,
 ) -> SearchData:
-    """Validate `spec` and build the DARTS search pipelines for it."""
+    """Validate `spec` and build the DARTS search pipelines for it.
+
+    `train_portion`: the fraction of the train split (its first part) that
+    becomes search-train; the rest is search-val.
+    """
     _check_arguments(batch_size, image_size, crop_padding, eval_batch_size)
-    splits = _load_splits(spec, data_dir, image_size)
+    if not 0.0 < train_portion < 1.0:
+        raise DataError(f"--train_portion must be strictly between 0 and 1, got {train_portion!r}")
+    splits = _load_splits(spec, data_dir, image_size, train_portion)
     _check_split_sizes(splits, batch_size)
 
     if splits.mean is not None:
@@ -196,19 +206,19 @@ def _check_arguments(batch_size, image_size, crop_padding, eval_batch_size):
         raise DataError(f"crop padding must be >= 0, got {crop_padding!r}")
 
 
-def _load_splits(spec, data_dir, image_size) -> _Splits:
+def _load_splits(spec, data_dir, image_size, train_portion) -> _Splits:
     spec_text = spec.strip() if isinstance(spec, str) else ""
     if spec_text == "digits":
-        return _digits_splits(image_size)
+        return _digits_splits(image_size, train_portion)
     kind, sep, arg = spec_text.partition(":")
     if sep and kind == "tfds":
         if not arg:
             raise DataError(f"'tfds:' needs a dataset name, e.g. 'tfds:cifar10'; {describe_specs()}")
-        return _tfds_splits(arg, data_dir, image_size)
+        return _tfds_splits(arg, data_dir, image_size, train_portion)
     if sep and kind == "folder":
         if not arg:
             raise DataError(f"'folder:' needs a path, e.g. 'folder:/data/flowers'; {describe_specs()}")
-        return _folder_splits(arg, image_size)
+        return _folder_splits(arg, image_size, train_portion)
     raise DataError(f"unknown dataset {spec!r}; {describe_specs()}")
 
 
@@ -218,7 +228,7 @@ def _check_split_sizes(splits: _Splits, batch_size: int) -> None:
             raise DataError(
                 f"{name} has only {count} images but the batch size is {batch_size} "
                 f"(search-train {splits.num_search_train}, search-val {splits.num_search_val}: "
-                "halves of the train split); use a smaller --batch_size or more data"
+                "parts of the train split); use a smaller --batch_size or more data"
             )
     if splits.num_test < 1:
         raise DataError("the test split is empty; the dataset needs at least one test image")
@@ -239,12 +249,14 @@ def _resize(image, image_size):
     return image
 
 
-def _halve(n):
-    """Sizes of (search-train, search-val) for a train split of n images."""
-    return n // 2, n - n // 2
+def _split_sizes(n, train_portion):
+    """Sizes of (search-train, search-val) for a train split of n images:
+    floor(n * train_portion) (0.5: n // 2), robust to float round-off."""
+    n_train = math.floor(n * train_portion + 1e-9)
+    return n_train, n - n_train
 
 
-def _digits_splits(image_size) -> _Splits:
+def _digits_splits(image_size, train_portion) -> _Splits:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -252,7 +264,7 @@ def _digits_splits(image_size) -> _Splits:
     labels = digits.target.astype(np.int32)
     order = np.random.default_rng(SPLIT_RNG_SEED).permutation(len(labels))
     train_idx, test_idx = order[:-DIGITS_TEST_SIZE], order[-DIGITS_TEST_SIZE:]
-    n_train, n_val = _halve(len(train_idx))
+    n_train, n_val = _split_sizes(len(train_idx), train_portion)
     parts = (train_idx[:n_train], train_idx[n_train:], test_idx)
 
     def dataset(idx):
@@ -305,7 +317,7 @@ def _tfds_builder(name, data_dir):
     return builder
 
 
-def _tfds_splits(name, data_dir, image_size) -> _Splits:
+def _tfds_splits(name, data_dir, image_size, train_portion) -> _Splits:
     builder = _tfds_builder(name, data_dir)
     info = builder.info
     keys = info.supervised_keys
@@ -338,13 +350,13 @@ def _tfds_splits(name, data_dir, image_size) -> _Splits:
         height = width = image_size
     base_name = name.split("/")[0].split(":")[0]
     is_cifar10 = base_name == "cifar10"
-    halves = ("train[:50%]", "train[50%:]")
+    n_train, n_val = _split_sizes(info.splits["train"].num_examples, train_portion)
     return _Splits(
-        dataset(halves[0]),
-        dataset(halves[1]),
+        dataset(f"train[:{n_train}]"),
+        dataset(f"train[{n_train}:]"),
         dataset(test_split),
-        num_search_train=info.splits[halves[0]].num_examples,
-        num_search_val=info.splits[halves[1]].num_examples,
+        num_search_train=n_train,
+        num_search_val=n_val,
         num_test=info.splits[test_split].num_examples,
         image_shape=(height, width, channels),
         class_names=tuple(str(n) for n in label_feature.names),
@@ -406,7 +418,7 @@ def _load_file(path, image_size):
     return _resize(tf.image.convert_image_dtype(image, tf.float32), image_size)
 
 
-def _folder_splits(path, image_size) -> _Splits:
+def _folder_splits(path, image_size, train_portion) -> _Splits:
     root = os.path.expanduser(path)
     if not os.path.exists(root):
         raise DataError(f"dataset folder {path} does not exist")
@@ -431,7 +443,7 @@ def _folder_splits(path, image_size) -> _Splits:
         train_files, train_labels = files, labels
         test_files, test_labels = [files[i] for i in test_idx], labels[test_idx]
 
-    n_train, n_val = _halve(len(order))
+    n_train, n_val = _split_sizes(len(order), train_portion)
     part_idx = (order[:n_train], order[n_train:])
     parts = [([train_files[i] for i in idx], train_labels[idx]) for idx in part_idx]
     parts.append((list(test_files), np.asarray(test_labels)))

@@ -274,9 +274,14 @@ class Conv(BuiltLayer):
         else:
             shape, fan_in = (k, k, in_channels, out_channels), k * k * in_channels
         self.kernel = self.add_weight(shape=shape, initializer=TorchUniform(fan_in), name="kernel")
+        # Optional layer that rescales the kernel in every call (MSR-DARTS's
+        # spectral normalisation, keras_darts.spectral_norm); None: W as it is.
+        self.spectral_norm = None
 
-    def call(self, x):
+    def call(self, x, training=False):
         kernel = tf.convert_to_tensor(self.kernel)
+        if self.spectral_norm is not None:
+            kernel = self.spectral_norm(kernel, training=training)
         k, dilation, p = self.kernel_size, self.dilation, self.padding
         if self.stride == 1 and k % 2 == 1 and p == dilation * (k - 1) // 2:
             # Symmetric "same" padding is TF's SAME at stride 1.  Explicit padding
@@ -306,6 +311,8 @@ class Sequential(BuiltLayer):
             last = i == len(self.chain) - 1
             if isinstance(layer, BatchNorm):
                 x = layer(x, training=training, weight=weight if last else None)
+            elif isinstance(layer, Conv):
+                x = layer(x, training=training)
             else:
                 x = layer(x)
         if not isinstance(self.chain[-1], BatchNorm):
@@ -547,3 +554,5 @@ DARTS_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
 register_op_set("darts", DARTS_PRIMITIVES)
 # DARTS-PT's space "s5": the DARTS ops without `none` (specs/selection.md 2.1).
 register_op_set("darts_pt", DARTS_PRIMITIVES[1:])
+# MSR-DARTS's `PRIMITIVES_SPECTRAL`: only the parameterised ops (specs/selection.md 3.3).
+register_op_set("msr", DARTS_PRIMITIVES[4:])

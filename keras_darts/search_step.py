@@ -39,13 +39,16 @@ class SearchHParams:
     unrolled_eps: float = 0.01
 
 
-def cosine_lr(epoch, epochs, lr_max, lr_min):
+def cosine_lr(epoch, epochs, lr_max, lr_min, stepped_before_epoch=True):
     """Weight learning rate of 0-based `epoch`, as the reference code runs it.
 
-    The reference steps PyTorch's CosineAnnealingLR at the start of every epoch,
-    so epoch e uses the value for e + 1 and the last epoch runs at lr_min.
+    The DARTS reference steps PyTorch's CosineAnnealingLR at the start of every
+    epoch, so epoch e uses the value for e + 1 and the last epoch runs at
+    lr_min.  MSR-DARTS steps it after the epoch (`stepped_before_epoch=False`):
+    epoch e uses cos(pi * e / epochs), the first epoch runs at lr_max.
     """
-    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * (epoch + 1) / epochs))
+    t = epoch + 1 if stepped_before_epoch else epoch
+    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * t / epochs))
 
 
 def _cross_entropy(labels, logits):
@@ -78,7 +81,9 @@ class BilevelSearch:
     """
 
     def __init__(self, model, strategy, global_batch_size, hparams=SearchHParams(),
-                 order="first"):
+                 order="first", per_cell_weights=False):
+        """per_cell_weights: every cell mixes its edges by its own weights, set with
+        `set_cell_weights` (MSR-DARTS), instead of softmax(alpha) per cell type."""
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         self.order = order
@@ -103,6 +108,11 @@ class BilevelSearch:
             self._fixed_weights = {cell: tf.Variable(tf.zeros(shape), trainable=False,
                                                      name=f"fixed_weights_{cell}")
                                    for cell in ("normal", "reduce")}
+            self.cell_weights = None
+            if per_cell_weights:
+                cells_shape = (len(model.search_cells),) + shape
+                self.cell_weights = tf.Variable(tf.fill(cells_shape, 1.0 / shape[-1]),
+                                                trainable=False, name="cell_weights")
         # autograph off: the step has no tensor-dependent Python control flow.
         self._step = tf.function(self._distributed_step, autograph=False)
         self._evaluate = tf.function(self._distributed_evaluate, autograph=False)
@@ -129,8 +139,17 @@ class BilevelSearch:
             self._fixed_rows[cell].assign(rows)
             self._fixed_weights[cell].assign(weights)
 
+    def set_cell_weights(self, weights):
+        """Mixing weights [num_cells, num_edges, num_ops] of every later step and
+        evaluation (only with per_cell_weights=True)."""
+        if self.cell_weights is None:
+            raise ValueError("set_cell_weights needs BilevelSearch(per_cell_weights=True)")
+        self.cell_weights.assign(tf.convert_to_tensor(weights, tf.float32))
+
     def step(self, train_batch, val_batch):
-        """One search step; returns global-mean metrics as scalar tensors."""
+        """One search step; returns global-mean metrics as scalar tensors.
+        `val_batch=None`: no architecture update, only the weight update (the
+        metrics then have no "val" entries)."""
         return self._step(train_batch, val_batch)
 
     def step_graph(self, train_batch, val_batch):
@@ -191,10 +210,17 @@ class BilevelSearch:
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             logits = self.model(images, training=True, weight_grads=weight_grads,
-                                edge_weights=self._mixing_weights(), edge_modes=edge_modes)
+                                edge_modes=edge_modes, **self._mixing())
             loss = self._mean_loss(labels, logits)
         grads = self._all_reduce_present(tape.gradient(loss, variables))
         return loss, _correct(labels, logits), grads
+
+    def _mixing(self, fixed_rows=True):
+        """The supernet's mixing-weight argument: per cell, or per cell type
+        (softmax(alpha), with the fixed rows replaced unless `fixed_rows=False`)."""
+        if self.cell_weights is not None:
+            return {"cell_weights": self.cell_weights}
+        return {"edge_weights": self._mixing_weights()} if fixed_rows else {}
 
     def _mixing_weights(self):
         """softmax(alpha) with the fixed rows replaced (exactly softmax when none are)."""
@@ -269,6 +295,10 @@ class BilevelSearch:
         return loss, correct, grad_norm
 
     def _replica_step(self, train_batch, val_batch):
+        if val_batch is None:  # Weights only.
+            train_loss, train_correct, grad_norm = self._weight_update(*train_batch)
+            return {"loss/train": train_loss, "correct/train": train_correct,
+                    "grad_norm": grad_norm / self.strategy.num_replicas_in_sync}
         if self.order == "second":
             val_loss, val_correct = self._unrolled_arch_update(*train_batch, *val_batch)
         else:
@@ -290,13 +320,18 @@ class BilevelSearch:
 
     def _step_metrics(self, totals):
         batch = float(self.global_batch_size)
+        if val_batch is None:
+            return {"loss/train": totals["loss/train"],
+                    "accuracy/train": totals["correct/train"] / batch,
+                    "grad_norm": totals["grad_norm"]}
         return {"loss/train": totals["loss/train"], "loss/val": totals["loss/val"],
                 "accuracy/train": totals["correct/train"] / batch,
                 "accuracy/val": totals["correct/val"] / batch,
                 "grad_norm": totals["grad_norm"]}
 
     def _replica_evaluate(self, images, labels, edge_modes=None):
-        return _eval_sums(labels, self.model(images, training=False, edge_modes=edge_modes))
+        return _eval_sums(labels, self.model(images, training=False, edge_modes=edge_modes,
+                                             **self._mixing(fixed_rows=False)))
 
     def _replica_evaluate_mixed(self, images, labels, edge_weights):
         return _eval_sums(labels, self.model(images, training=True, edge_weights=edge_weights))

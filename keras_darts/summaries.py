@@ -344,11 +344,16 @@ class EpochWriter:
 
     def alphas(self, step, probs_by_cell, primitives):
         """One heatmap image per cell type, tag "alphas/<cell_type>"."""
+        self.heatmaps(step, "alphas", probs_by_cell, primitives, "softmax(alpha)")
+
+    def heatmaps(self, step, name, matrices_by_cell, primitives, what):
+        """One heatmap of per-edge, per-op values per cell type, tag "<name>/<cell_type>"
+        (e.g. MSR-DARTS's mean stable ranks); `what` titles them."""
         with self._writer.as_default(step=int(step)):
-            for cell_type, probs in probs_by_cell.items():
-                image = alpha_heatmap(probs, primitives,
-                                      f"softmax(alpha), {cell_type} cell, step {int(step)}")
-                tf.summary.image(f"alphas/{cell_type}", image[None], max_outputs=1)
+            for cell_type, matrix in matrices_by_cell.items():
+                image = alpha_heatmap(np.asarray(matrix, np.float64), primitives,
+                                      f"{what}, {cell_type} cell, step {int(step)}")
+                tf.summary.image(f"{name}/{cell_type}", image[None], max_outputs=1)
 
     def genotype(self, step, genotype):
         """The derived genotype as text ("genotype/text") and picture ("genotype/cells")."""

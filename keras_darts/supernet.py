@@ -158,15 +158,19 @@ class SearchNetwork(ops.CheckpointsListedLayers, keras.Model):
 
     # -- forward -------------------------------------------------------------
     def call(self, images, training=False, arch=None, weight_grads=True, edge_weights=None,
-             edge_modes=None):
+             edge_modes=None, cell_weights=None):
         """Logits. `edge_weights` = {"normal": [E, K], "reduce": [E, K]} (either
         key optional) replaces softmax(alpha) as the mixing weights of that cell
         type, e.g. projected or masked weights in perturbation-based selection.
+        `cell_weights` ([num_cells, E, K]) gives every cell its own mixing
+        weights instead (MSR-DARTS's per-cell softmax(-srank)).
         `edge_modes` = {"normal": [E] ints, "reduce": [E] ints} clamps the edges
         (cells.EDGE_MIXED / EDGE_OFF / an op index; EDAS): only mixed edges use
         the mixing weights."""
         if arch is not None:
             self._check_arch(arch)
+        if cell_weights is not None:
+            cell_weights = self._check_cell_weights(cell_weights, edge_weights)
         edge_weights = edge_weights or {}
         unknown = set(edge_weights) - {"normal", "reduce"}
         if unknown:
@@ -181,15 +185,28 @@ class SearchNetwork(ops.CheckpointsListedLayers, keras.Model):
                     raise ValueError(f"edge_weights shape {tuple(weights[reduction].shape)} "
                                      f"!= alpha shape {tuple(alpha.shape)}")
         s0 = s1 = self.stem_bn(self.stem_conv(images), training=training)
-        for cell in self.search_cells:
+        for i, cell in enumerate(self.search_cells):
             cell_arch = None if arch is None else arch.cell(cell.reduction)
+            mixing = weights[cell.reduction] if cell_weights is None else cell_weights[i]
             modes = None if edge_modes is None else edge_modes["reduce" if cell.reduction
                                                                else "normal"]
-            out = cell(s0, s1, weights=weights[cell.reduction], arch=cell_arch, training=training,
+            out = cell(s0, s1, weights=mixing, arch=cell_arch, training=training,
                        weight_grads=weight_grads, modes=modes)
             s0, s1 = s1, out
         pooled = tf.reduce_mean(s1, axis=(1, 2))
         return self.classifier(pooled)
+
+    def _check_cell_weights(self, cell_weights, edge_weights):
+        """`cell_weights` as one tensor per cell; ValueError if it cannot be used."""
+        if edge_weights:
+            raise ValueError("pass either edge_weights (per cell type) or cell_weights "
+                             "(per cell), not both")
+        cell_weights = tf.convert_to_tensor(cell_weights, self.alpha_normal.dtype)
+        expected = (len(self.search_cells),) + tuple(self.alpha_normal.shape)
+        if tuple(cell_weights.shape) != expected:
+            raise ValueError(f"cell_weights shape {tuple(cell_weights.shape)} != "
+                             f"(num_cells, num_edges, num_ops) {expected}")
+        return tf.unstack(cell_weights)
 
     def _check_arch(self, genotype):
         """Raises GenotypeError unless this supernet can run `genotype` as it is."""

@@ -132,10 +132,15 @@ def _checkpointed(stateless, values, args, constant_variables):
 
         def grad(*upstream):
             sources = list(flat[num_values:] if constant_variables else flat)
+            # Integer state (e.g. an RNG counter) has no gradient; asking for
+            # one only makes TF warn.
+            floating = [s for s in sources if s.dtype.is_floating]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(sources)
+                tape.watch(floating)
                 again = tf.nest.flatten(call(flat)[0])
-            grads = tape.gradient(again, sources, output_gradients=list(upstream[:len(out_flat)]))
+            found = iter(tape.gradient(again, floating,
+                                       output_gradients=list(upstream[:len(out_flat)])))
+            grads = [next(found) if s.dtype.is_floating else None for s in sources]
             return [None] * num_values + grads if constant_variables else grads
 
         return out_flat + [new_values[i] for i in traced["updated"]], grad

@@ -19,7 +19,7 @@ from absl import logging
 
 from keras_darts import data as data_lib
 from keras_darts import genotype as genotype_lib
-from keras_darts import edas, runtime, selection
+from keras_darts import edas, msr, runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError, Interrupted, TrainingDivergedError
 from keras_darts.fileio import atomic_write_text, write_json
@@ -149,6 +149,7 @@ class SearchRun:
             raise ConfigError(f"--channels must be even (FactorizedReduce halves it), "
                               f"got {cfg.channels}")
         _check_relaxation(cfg)
+        msr.check_config(cfg)
         _check_output_dir(cfg, self.paths, self.resume)
         runtime.configure_threads()
         runtime.configure_graph_optimizer(cfg.graph_optimizer)
@@ -157,7 +158,7 @@ class SearchRun:
             cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
             image_size=cfg.image_size or None, seed=cfg.seed,
             crop_padding=None if cfg.crop_padding < 0 else cfg.crop_padding,
-            eval_batch_size=cfg.eval_batch_size or None)
+            eval_batch_size=cfg.eval_batch_size or None, train_portion=cfg.train_portion)
         info = self.data.info
         data_lib.check_image_size(min(info.image_shape[:2]), len(reduction_layers(cfg.layers)))
         self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(cfg.batch_size)
@@ -171,20 +172,29 @@ class SearchRun:
                 num_nodes=cfg.nodes, primitives=cfg.primitives,
                 input_shape=info.image_shape, stem_multiplier=cfg.stem_multiplier,
                 recompute=cfg.recompute)
+            if self.is_msr:
+                msr.normalise_candidate_convs(self.model, cfg.msr_shapes)
             if cfg.relaxation == "single_edge":
                 self.search = edas.SingleEdgeSearch(self.model, self.strategy, cfg.batch_size,
                                                     cfg.hparams(), _edas_settings(cfg))
             else:
                 self.search = BilevelSearch(self.model, self.strategy, cfg.batch_size,
-                                            cfg.hparams(), order=cfg.order)
+                                            cfg.hparams(), order=cfg.order,
+                                            per_cell_weights=self.is_msr)
             # Epochs finished (search, then selection tuning) and search steps
             # taken: the step count is also the position in both data streams.
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        extra = {}
+        if self.is_msr:  # The epoch's mixing, for a resume in the middle of an epoch.
+            self._mixing_sranks = tf.Variable(tf.zeros_like(self.search.cell_weights),
+                                              trainable=False, name="mixing_sranks")
+            extra = {"msr_mixing": self.search.cell_weights,
+                     "msr_mixing_sranks": self._mixing_sranks}
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, weight_optimizer=self.search.weight_optimizer,
             arch_optimizer=self.search.arch_optimizer, epoch=self.epoch,
-            step=self.global_step)
+            step=self.global_step, **extra)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.paths.checkpoints,
                                                   max_to_keep=cfg.keep_checkpoints)
 
@@ -238,9 +248,11 @@ class SearchRun:
         if self.resume:
             self.restore()
         cfg = self.config
-        logging.info("supernet: %d weights, alphas 2 x %s; %d steps/epoch, %d epochs; "
+        mixing = ("MSR-DARTS: alphas unused, per-cell softmax(-srank) mixing" if self.is_msr
+                  else f"alphas 2 x {tuple(self.model.alpha_normal.shape)}")
+        logging.info("supernet: %d weights, %s; %d steps/epoch, %d epochs; "
                      "dataset %s %s, %d classes", self.model.count_weight_params(),
-                     tuple(self.model.alpha_normal.shape), self.steps_per_epoch, cfg.epochs,
+                     mixing, self.steps_per_epoch, cfg.epochs,
                      self.data.info.name, self.data.info.image_shape,
                      self.data.info.num_classes)
         train_iter, val_iter = self._streams()
@@ -258,6 +270,8 @@ class SearchRun:
         self.paths.make()
         self.config.save(self.paths.config)
         searched = int(self.epoch.numpy())
+        if self.is_msr:
+            self._refresh_mixing()
         if searched < self.config.epochs:
             logging.warning("%s holds a search stopped after %d of %d epochs", source_dir,
                             searched, self.config.epochs)
@@ -283,9 +297,13 @@ class SearchRun:
 
     def _run_epoch(self, epoch, train_iter, val_iter, writer):
         cfg = self.config
-        lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
+        lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min,
+                       stepped_before_epoch=not self.is_msr)
         self.search.set_weight_lr(lr)
         self.search.set_progress(epoch, cfg.epochs)
+        starts_fresh = int(self.global_step.numpy()) == epoch * self.steps_per_epoch
+        if self.is_msr and starts_fresh:  # Else the checkpoint restored the epoch's mixing.
+            self._refresh_mixing()
         epoch_start = time.time()
         means = self._train_epoch(epoch, cfg.epochs, train_iter, val_iter)
         val_loss, val_acc = self.evaluate(self.data.search_val_eval)
@@ -308,8 +326,10 @@ class SearchRun:
                               f"which is not in epoch {int(self.epoch.numpy()) + 1} with "
                               f"{self.steps_per_epoch} steps per epoch")
         for step in range(first, self.steps_per_epoch):
+            # MSR-DARTS trains no alphas: a weight-only step, no val batch.
+            val_batch = None if self.is_msr else next(val_iter)
             metrics = {k: float(v) for k, v in
-                       self.search.step(next(train_iter), next(val_iter)).items()}
+                       self.search.step(next(train_iter), val_batch).items()}
             self._check_finite(metrics, epoch, step)
             self.global_step.assign_add(1)
             for k, v in metrics.items():
@@ -318,11 +338,12 @@ class SearchRun:
                 self.save()
                 self._stop_if_requested()
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
-                logging.info("epoch %d/%d step %d/%d: train loss %.4f acc %.3f | "
-                             "val loss %.4f acc %.3f | %.2f s/step", epoch + 1, epochs,
-                             step + 1, self.steps_per_epoch, metrics["loss/train"],
-                             metrics["accuracy/train"], metrics["loss/val"],
-                             metrics["accuracy/val"], (time.time() - epoch_start) / (step + 1))
+                val = ("" if val_batch is None else " | val loss %.4f acc %.3f" % (
+                    metrics["loss/val"], metrics["accuracy/val"]))
+                logging.info("epoch %d/%d step %d/%d: train loss %.4f acc %.3f%s | "
+                             "%.2f s/step", epoch + 1, epochs, step + 1, self.steps_per_epoch,
+                             metrics["loss/train"], metrics["accuracy/train"], val,
+                             (time.time() - epoch_start) / (step + 1 - first))
         return {f"search/{k}": v / (self.steps_per_epoch - first) for k, v in totals.items()}
 
     def _stop_if_requested(self):
@@ -343,7 +364,8 @@ class SearchRun:
 
     @staticmethod
     def _check_finite(metrics, epoch, step):
-        bad = [k for k in ("loss/train", "loss/val") if not math.isfinite(metrics[k])]
+        bad = [k for k in ("loss/train", "loss/val")
+               if k in metrics and not math.isfinite(metrics[k])]
         if bad:
             raise TrainingDivergedError(
                 f"{' and '.join(bad)} became {metrics[bad[0]]} at epoch {epoch + 1}, step "
@@ -375,6 +397,18 @@ class SearchRun:
         number = epoch + 1
         genotype_lib.save(result.genotype,
                           os.path.join(self.paths.genotypes, f"epoch_{number:03d}.json"))
+        if self.is_msr:
+            arch_scalars = self._write_mixing(number, result, writer)
+        else:
+            arch_scalars = self._write_alphas(number, result, writer)
+        writer.scalars(number, {**means, "eval/search_val_loss": val_loss,
+                                "eval/search_val_accuracy": val_acc, "lr/weights": lr,
+                                **arch_scalars})
+        writer.genotype(number, result.genotype)
+        writer.flush()
+
+    def _write_alphas(self, number, result, writer):
+        """alphas/epoch_NNN.json and the softmax(alpha) heatmaps; returns scalars."""
         probs = self.model.arch_probabilities()
         write_json(os.path.join(self.paths.alphas, f"epoch_{number:03d}.json"), {
             "primitives": list(self.model.primitives),
@@ -382,12 +416,33 @@ class SearchRun:
                       "reduce": self.model.alpha_reduce.numpy().tolist()},
             "softmax": {cell: p.tolist() for cell, p in probs.items()},
             "selection": self.config.selection, "scores": result.scores})
-        writer.scalars(number, {**means, "eval/search_val_loss": val_loss,
-                                "eval/search_val_accuracy": val_acc, "lr/weights": lr,
-                                "lr/alphas": self.config.a_lr})
         writer.alphas(number, probs, self.model.primitives)
-        writer.genotype(number, result.genotype)
-        writer.flush()
+        return {"lr/alphas": self.config.a_lr}
+
+    # -- MSR-DARTS (specs/selection.md 3.3) -----------------------------------
+    @property
+    def is_msr(self):
+        return self.config.method == "msr"
+
+    def _refresh_mixing(self):
+        """Every cell's softmax(-srank) from the current kernels: the mixing
+        weights until the next refresh (each epoch start, and after a restore)."""
+        sranks, weights = msr.cell_mixing(self.model, self.config.msr_shapes)
+        self._mixing_sranks.assign(sranks)
+        self.search.set_cell_weights(weights)
+
+    def _write_mixing(self, number, result, writer):
+        """MSR-DARTS's counterpart of `_write_alphas`: the per-cell sranks and
+        mixing weights the epoch trained with, the end-of-epoch scores, and
+        heatmaps of the mean srank per cell type (what selection ranks)."""
+        write_json(os.path.join(self.paths.alphas, f"epoch_{number:03d}.json"), {
+            "primitives": list(self.model.primitives), "method": "msr",
+            "mixing_srank": self._mixing_sranks.numpy().tolist(),
+            "mixing": self.search.cell_weights.numpy().tolist(),
+            "selection": self.config.selection, "scores": result.scores})
+        mean_sranks = {kind: result.scores[kind] for kind in ("normal", "reduce")}
+        writer.heatmaps(number, "srank", mean_sranks, self.model.primitives, "mean stable rank")
+        return {}
 
     def _select(self):
         """The genotype by --selection (criteria ignore context keys they do not use).

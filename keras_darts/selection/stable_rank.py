@@ -4,7 +4,8 @@ This is the `msr_readout` proposal of specs/selection.md 3.6, not MSR-DARTS
 itself (no spectral normalisation, no srank mixing during training): every
 parameterised candidate op is scored by the stable rank of its last pointwise
 kernel as a periodic convolution (3.2), weightless ops score +inf, and the
-genotype keeps the smallest scores (3.4).
+genotype keeps the smallest scores (3.4).  MSR-DARTS's own search
+(`--method=msr`, keras_darts.msr) mixes and selects by these same scores.
 
 context["msr_shapes"] picks the (H, W) each edge is scored at:
   "code"   (default) the cell's input size, halved for stride-2 edges; stride-1
@@ -28,19 +29,33 @@ def _halve(size):
     return (size + 1) // 2
 
 
-def edge_sizes(model, msr_shapes="code"):
-    """Per search cell, the (H, W) every edge is scored at (specs/selection.md 3.2)."""
+def _cells_with_input_size(model, msr_shapes):
+    """(cell, its input (H, W), that halved) for every search cell."""
     if msr_shapes not in MSR_SHAPES:
         raise ValueError(f"msr_shapes must be one of {list(MSR_SHAPES)}, got {msr_shapes!r}")
     height, width = model.image_shape[:2]
-    sizes = []
     for cell in model.search_cells:
         half = (_halve(height), _halve(width))
-        sizes.append([half if edge.stride == 2 or (cell.reduction and msr_shapes == "actual")
-                      else (height, width) for edge in cell.edges])
+        yield cell, (height, width), half
         if cell.reduction:  # The next cell's input is the reduced output.
             height, width = half
-    return sizes
+
+
+def edge_sizes(model, msr_shapes="code"):
+    """Per search cell, the (H, W) every edge is scored at (specs/selection.md 3.2)."""
+    return [[half if edge.stride == 2 or (cell.reduction and msr_shapes == "actual") else full
+             for edge in cell.edges]
+            for cell, full, half in _cells_with_input_size(model, msr_shapes)]
+
+
+def edge_input_sizes(model, msr_shapes="code"):
+    """Per search cell, the (H, W) every edge's input is taken to have: the
+    cell's input size; under "actual", stride-1 edges of reduction cells read
+    the halved nodes.  Following an op's strides from here reaches `edge_sizes`
+    at its last conv (MSR-DARTS's spectral norm runs every conv at such sizes)."""
+    return [[half if cell.reduction and edge.stride == 1 and msr_shapes == "actual" else full
+             for edge in cell.edges]
+            for cell, full, half in _cells_with_input_size(model, msr_shapes)]
 
 
 def cell_sranks(cell, sizes):
@@ -78,11 +93,20 @@ def derive_cell(sranks, primitives, num_nodes):
     return pairs
 
 
-def mean_sranks(model, msr_shapes="code"):
-    """{"normal", "reduce"}: srank matrices averaged element-wise over cells of that type."""
+def per_cell_sranks(model, msr_shapes="code"):
+    """[num_edges, num_ops] srank matrix of every search cell, in cell order."""
+    return [cell_sranks(cell, sizes)
+            for cell, sizes in zip(model.search_cells, edge_sizes(model, msr_shapes))]
+
+
+def mean_sranks(model, msr_shapes="code", sranks=None):
+    """{"normal", "reduce"}: srank matrices averaged element-wise over cells of that
+    type (`sranks`: the `per_cell_sranks`, if already computed)."""
+    if sranks is None:
+        sranks = per_cell_sranks(model, msr_shapes)
     by_type = {"normal": [], "reduce": []}
-    for cell, sizes in zip(model.search_cells, edge_sizes(model, msr_shapes)):
-        by_type["reduce" if cell.reduction else "normal"].append(cell_sranks(cell, sizes))
+    for cell, matrix in zip(model.search_cells, sranks):
+        by_type["reduce" if cell.reduction else "normal"].append(matrix)
     for kind, matrices in by_type.items():
         if not matrices:
             raise GenotypeError(f"stable_rank selection: the supernet has no {kind} cell")
@@ -95,12 +119,19 @@ def _json_safe(matrix):
 
 @register("stable_rank")
 def stable_rank(model, context):
-    """Genotype of minimum stable rank; scores = mean srank per op, None for +inf."""
-    sranks = mean_sranks(model, context.get("msr_shapes", "code"))
+    """Genotype of minimum stable rank; scores = mean srank per op, None for +inf,
+    and under "cells" every cell's own srank matrix and cell genotype (3.4)."""
+    cells = per_cell_sranks(model, context.get("msr_shapes", "code"))
+    sranks = mean_sranks(model, sranks=cells)
     concat = list(range(2, 2 + model.num_nodes))
     genotype = Genotype(normal=derive_cell(sranks["normal"], model.primitives, model.num_nodes),
                         normal_concat=concat,
                         reduce=derive_cell(sranks["reduce"], model.primitives, model.num_nodes),
                         reduce_concat=concat)
-    return SelectionResult(genotype=genotype,
-                           scores={kind: _json_safe(m) for kind, m in sranks.items()})
+    per_cell = [{"cell": i, "type": "reduce" if cell.reduction else "normal",
+                 "pairs": [list(pair) for pair in derive_cell(matrix, model.primitives,
+                                                              model.num_nodes)],
+                 "concat": concat, "srank": _json_safe(matrix)}
+                for i, (cell, matrix) in enumerate(zip(model.search_cells, cells))]
+    scores = {kind: _json_safe(m) for kind, m in sranks.items()}
+    return SelectionResult(genotype=genotype, scores={**scores, "cells": per_cell})
