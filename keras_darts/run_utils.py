@@ -1,5 +1,6 @@
 """Pieces every epoch loop here shares (the search and the training of a genotype):
-output-directory checks, progress text and the divergence check."""
+output-directory checks, progress text, the divergence check and what a
+checkpoint holds of a Keras model."""
 
 import math
 import os
@@ -48,3 +49,16 @@ def check_output_dir(root, checkpoints, finished_marker, resume, what):
     if not resume and (has_checkpoint or os.path.exists(finished_marker)):
         raise ConfigError(f"--output_dir {root} already holds {what}; pass --resume "
                           "to continue it or choose another --output_dir")
+
+
+def checkpointable_weights(model):
+    """Every variable of a Keras 3 `model`, as one list to put in a tf.train.Checkpoint.
+
+    tf.train.Checkpoint(model=model) follows the model's layer attributes but
+    not the Python lists of layers it holds (cells, a cell's ops, a Sequential's
+    layers): Keras 3 tracks those for itself only, so their variables would be
+    silently left out.  `model.variables` has them all, in an order fixed by
+    the construction code; a checkpoint of another architecture fails to
+    restore on the first shape that differs.
+    """
+    return list(model.variables)

@@ -9,6 +9,7 @@ genotype itself), so `--resume` loses at most the running epoch and an export
 can prove which genotype a checkpoint holds.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -22,12 +23,15 @@ from keras_darts import eval_net, genotype as genotype_lib, runtime, serving
 from keras_darts.config import TrainConfig
 from keras_darts.errors import ConfigError, GenotypeError
 from keras_darts.fileio import write_json
-from keras_darts.run_utils import check_finite, check_output_dir, eta, format_duration
+from keras_darts.run_utils import (check_finite, check_output_dir, checkpointable_weights, eta,
+                                   format_duration)
 from keras_darts.summaries import EpochWriter
 from keras_darts.train_step import NetworkTraining, epoch_lr
 
-# The checkpoint stores the genotype's JSON in a string variable of this name.
+# The checkpoint stores the genotype's JSON in a string variable of this name, and
+# every network variable in a list of this name.
 _GENOTYPE_KEY = "genotype"
+_WEIGHTS_KEY = "network_weights"
 
 
 class RunFiles:
@@ -47,12 +51,11 @@ class RunFiles:
             os.makedirs(d, exist_ok=True)
 
 
-def build_network(config, info, genotype, auxiliary=None):
-    """The run's network for data `info`; `auxiliary` overrides the config's."""
+def build_network(config, info, genotype):
+    """The run's network for data `info`."""
     return eval_net.build_network(
         genotype, kind=config.network, num_classes=info.num_classes, channels=config.channels,
-        num_layers=config.layers, input_shape=info.image_shape,
-        auxiliary=config.auxiliary if auxiliary is None else auxiliary)
+        num_layers=config.layers, input_shape=info.image_shape, auxiliary=config.auxiliary)
 
 
 def _reductions(config):
@@ -111,15 +114,15 @@ class TrainRun:
                                             cfg.hparams())
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         genotype_json = tf.Variable(self.genotype.to_json(), trainable=False, name="genotype")
-        self.checkpoint = tf.train.Checkpoint(model=self.model,
-                                              optimizer=self.training.optimizer,
-                                              epoch=self.epoch, **{_GENOTYPE_KEY: genotype_json})
+        self.checkpoint = tf.train.Checkpoint(
+            optimizer=self.training.optimizer, epoch=self.epoch,
+            **{_WEIGHTS_KEY: checkpointable_weights(self.model), _GENOTYPE_KEY: genotype_json})
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.files.checkpoints,
                                                   max_to_keep=cfg.keep_checkpoints)
 
     def restore(self):
         path = self.manager.latest_checkpoint
-        _check_checkpoint_genotype(path, self.genotype)
+        _check_checkpoint(path, self.genotype, self.model)
         self.checkpoint.restore(path).assert_existing_objects_matched()
         logging.info("resumed from %s (epoch %d done)", path, int(self.epoch.numpy()))
 
@@ -238,26 +241,46 @@ def run_train(config, resume=False):
 # Export of a finished (or interrupted) run
 # ---------------------------------------------------------------------------
 
-def _check_checkpoint_genotype(path, genotype):
-    """Raises GenotypeError unless the checkpoint at `path` was trained on `genotype`."""
+def _check_checkpoint(path, genotype, network):
+    """Raises GenotypeError unless the checkpoint at `path` was trained on `genotype`
+    and holds as many network variables as `network` has (shapes are checked
+    when restoring)."""
     reader = tf.train.load_checkpoint(path)
     key = f"{_GENOTYPE_KEY}/.ATTRIBUTES/VARIABLE_VALUE"
     if not reader.has_tensor(key):
         raise GenotypeError(f"checkpoint {path} holds no genotype: not a keras_darts.train "
                             "checkpoint")
-    text = reader.get_tensor(key)
-    saved = genotype_lib.from_json_dict(json.loads(text), where=f"genotype in {path}")
+    saved = genotype_lib.from_json_dict(json.loads(reader.get_tensor(key)),
+                                        where=f"genotype in {path}")
     if saved != genotype:
         raise GenotypeError(f"checkpoint {path} was trained on a different genotype than "
                             f"the one given:\n  checkpoint: {saved.to_json_dict()}\n  given:"
                             f"      {genotype.to_json_dict()}")
+    count = sum(1 for k in reader.get_variable_to_shape_map()
+                if k.startswith(f"{_WEIGHTS_KEY}/") and k.endswith("VARIABLE_VALUE"))
+    if count != len(network.variables):
+        raise GenotypeError(f"checkpoint {path} holds {count} network variables, the network "
+                            f"of this config and genotype has {len(network.variables)}")
 
 
-def export_run(run_dir, export_dir, genotype=None):
-    """Exports the latest checkpoint of the training run in `run_dir` (`serving`).
+@dataclasses.dataclass(frozen=True)
+class RestoredRun:
+    """A training run's network with the weights of its latest checkpoint."""
+
+    network: eval_net.EvalNetwork
+    config: TrainConfig
+    info: data_lib.DatasetInfo
+    genotype: genotype_lib.Genotype
+    checkpoint: str  # The checkpoint's path prefix.
+
+
+def restore_run(run_dir, genotype=None):
+    """Rebuilds the network of the training run in `run_dir` from its config.json,
+    dataset.json and latest checkpoint (outside any distribution strategy).
 
     genotype: a name or JSON path the checkpoint must hold (default: the run's
-    genotype.json).  Nothing is written unless the checkpoint matches it.
+    genotype.json).  Raises GenotypeError if the checkpoint holds another
+    genotype or does not fit the network.
     """
     files = RunFiles(run_dir)
     if not os.path.isfile(files.config):
@@ -274,18 +297,26 @@ def export_run(run_dir, export_dir, genotype=None):
     latest = tf.train.latest_checkpoint(files.checkpoints)
     if latest is None:
         raise ConfigError(f"no checkpoint in {files.checkpoints}")
-    _check_checkpoint_genotype(latest, genotype)
-    serving.check_export_dir(export_dir)
-    # Built without the auxiliary head: the export leaves it out.
-    network = build_network(config, info, genotype, auxiliary=False)
+    network = build_network(config, info, genotype)
+    _check_checkpoint(latest, genotype, network)
     try:
-        status = tf.train.Checkpoint(model=network).restore(latest)
+        status = tf.train.Checkpoint(**{_WEIGHTS_KEY: checkpointable_weights(network)}).restore(
+            latest)
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:  # Missing objects / mismatched shapes.
         raise GenotypeError(f"checkpoint {latest} does not match the network of its "
                             f"config and genotype: {str(e).splitlines()[0]}") from None
-    status.expect_partial()  # The optimizer and the auxiliary head stay unread.
-    serving.export_network(network, info, genotype, config.weight_decay, export_dir)
-    logging.info("exported %s to %s/{%s,%s}", latest, export_dir, serving.CLASSIFIER_DIR,
-                 serving.FEATURES_DIR)
+    status.expect_partial()  # The optimizer's state stays unread.
+    return RestoredRun(network, config, info, genotype, latest)
+
+
+def export_run(run_dir, export_dir, genotype=None):
+    """Exports the latest checkpoint of the training run in `run_dir` (see
+    `serving`); nothing is written unless it matches `genotype` (`restore_run`)."""
+    serving.check_export_dir(export_dir)
+    run = restore_run(run_dir, genotype)
+    serving.export_network(run.network, run.info, run.genotype, run.config.weight_decay,
+                           export_dir)
+    logging.info("exported %s to %s/{%s,%s}", run.checkpoint, export_dir,
+                 serving.CLASSIFIER_DIR, serving.FEATURES_DIR)
     return export_dir

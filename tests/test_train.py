@@ -15,7 +15,7 @@ from conftest import REPO, event_tags, run_module
 from keras_darts import cli_flags, data as data_lib, genotype as genotype_lib
 from keras_darts.config import TrainConfig
 from keras_darts.errors import ConfigError, GenotypeError, TrainingDivergedError
-from keras_darts.train_loop import run_train
+from keras_darts.train_loop import TrainRun, run_train
 from keras_darts.train_step import NetworkTraining, epoch_lr
 
 # 32x32 so that the auxiliary head (on cell 2 of 3, at 8x8) is part of the run.
@@ -71,9 +71,16 @@ def test_bad_genotype_on_the_command_line_exits_before_writing(tmp_path):
     assert not out.exists()
 
 
-def test_resume_refuses_a_different_genotype(tmp_path):
+def test_resume_restores_every_weight_and_refuses_another_genotype(tmp_path):
     out = tmp_path / "run"
-    run_train(TrainConfig(output_dir=str(out), epochs=1, **TINY_CONFIG))
+    results = run_train(TrainConfig(output_dir=str(out), epochs=1, **TINY_CONFIG))
+    # A resumed run's network reproduces the test accuracy measured in memory at the end.
+    run = TrainRun(TrainConfig(output_dir=str(out), epochs=2, **TINY_CONFIG), resume=True)
+    run.prepare()
+    run.build()
+    run.restore()
+    assert run.evaluate(run.data.test) == pytest.approx(
+        (results["test_loss"], results["test_accuracy"]), rel=1e-6)
     config = TrainConfig(output_dir=str(out), epochs=2, **{**TINY_CONFIG, "genotype": "DARTS_V1"})
     with pytest.raises(ConfigError, match="trains a different genotype"):
         run_train(config, resume=True)
