@@ -20,7 +20,7 @@ from keras_darts import edas, runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError
 from keras_darts.fileio import atomic_write_text, write_json
-from keras_darts.run_utils import check_finite, check_output_dir
+from keras_darts.run_utils import check_finite, check_output_dir, checkpointable_weights
 from keras_darts.run_utils import eta as _eta, format_duration as _format_duration
 from keras_darts.search_step import BilevelSearch, cosine_lr
 from keras_darts.selection import perturbation
@@ -124,7 +124,8 @@ class SearchRun:
                                             cfg.hparams())
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, weight_optimizer=self.search.weight_optimizer,
+            network_weights=checkpointable_weights(self.model),  # Not model=: see there.
+            weight_optimizer=self.search.weight_optimizer,
             arch_optimizer=self.search.arch_optimizer, epoch=self.epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.paths.checkpoints,
                                                   max_to_keep=cfg.keep_checkpoints)
