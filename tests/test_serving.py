@@ -41,7 +41,8 @@ out["features"] = features.signatures["serving_default"](images=images)["feature
 out["call_logits"] = classifier(images, False).numpy()
 out["regularization"] = np.array(classifier.regularization_losses[0]().numpy())
 errors = {}
-for name, bad in (("shape", tf.zeros((1, 16, 16, 3))), ("dtype", tf.zeros((1, 32, 32, 3), tf.int32))):
+bad_inputs = {"shape": tf.zeros((1, 16, 16, 3)), "dtype": tf.zeros((1, 32, 32, 3), tf.int32)}
+for name, bad in bad_inputs.items():
     try:
         serve(images=bad)
         errors[name] = "accepted"
@@ -174,7 +175,7 @@ def test_export_refuses_a_checkpoint_that_does_not_match(trained, tmp_path):
     (edited / "config.json").write_text(json.dumps(config))
     with pytest.raises(GenotypeError, match="does not match the network"):
         export_run(str(edited), str(out))
-    assert not out.exists() and os.listdir(tmp_path) == sorted(os.listdir(tmp_path))
+    assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]  # No half-written export.
 
     out.mkdir()
