@@ -255,7 +255,7 @@ def to_train_config(fv=FLAGS):
 
 def define_export_flags(fv=FLAGS):
     """The flags of `python -m keras_darts.export` (idempotent)."""
-    if "export_dir" in fv:
+    if "checkpoint" in fv and "export_dir" in fv:
         return
     flags.DEFINE_string("checkpoint", None, "Output directory of `keras_darts.train`: its "
                         "config.json, genotype.json, dataset.json and latest checkpoint are "
