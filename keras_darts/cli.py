@@ -3,12 +3,24 @@ clear errors (exit 2), and a resume hint on Ctrl-C or SIGTERM (exit 128 + signal
 number: 130, 143)."""
 
 import logging as std_logging
+import os
 import signal
 import sys
 
 from absl import app, logging
 
 from keras_darts.errors import KerasDartsError
+
+
+_TF_SOURCES = os.sep + os.path.join("tensorflow", "python") + os.sep
+
+
+class _NoTensorFlowInfo(std_logging.Filter):
+    """TF 2.21 logs every checkpoint shard and SavedModel detail at INFO through
+    absl itself (not its "tensorflow" logger); keep its warnings only."""
+
+    def filter(self, record):
+        return record.levelno >= std_logging.WARNING or _TF_SOURCES not in record.pathname
 
 
 def run_guarded(program, argv, work, interrupted_hint):
@@ -18,6 +30,7 @@ def run_guarded(program, argv, work, interrupted_hint):
     logging.set_verbosity(logging.INFO)
     # TF logs every checkpoint shard at INFO through the "tensorflow" logger.
     std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+    logging.get_absl_handler().addFilter(_NoTensorFlowInfo())
     try:
         return work()
     except KerasDartsError as e:

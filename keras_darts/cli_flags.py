@@ -1,11 +1,13 @@
 """Every command-line flag of keras_darts, and their conversion to a config.
 
 This is the only module that defines flags and the only one that reads FLAGS
-(`to_search_config`, `to_select_config`, `to_compare_configs`); library code
-receives a `SearchConfig`.  `keras_darts.search` defines the search flags,
-`keras_darts.select` only the selection flags and `tools/compare_selection.py`
-only its own (so a flag a program would ignore is an error, not silently
-dropped).
+(`to_search_config`, `to_select_config`, `to_compare_configs`,
+`to_train_config`); library code receives a `SearchConfig` or `TrainConfig`.
+`keras_darts.search` defines the search flags, `keras_darts.select` only the
+selection flags, `tools/compare_selection.py` only its own (so a flag a program
+would ignore is an error, not silently dropped), `keras_darts.train` the
+training flags and `keras_darts.export` the export flags.  The train and export
+definitions take a `flag_values` so tests can parse them beside the search's.
 """
 
 import dataclasses
@@ -13,14 +15,15 @@ import os
 
 from absl import flags
 
-from keras_darts import edas, msr, ops, runtime, search_step, selection
-from keras_darts.config import SearchConfig
+from keras_darts import edas, eval_net, msr, ops, runtime, search_step, selection, train_step
+from keras_darts.config import SearchConfig, TrainConfig
 from keras_darts.errors import ConfigError
 from keras_darts.selection import perturbation
 from keras_darts.supernet import RECOMPUTE_POLICIES
 
 FLAGS = flags.FLAGS
 _DEFAULTS = SearchConfig(output_dir="")
+_TRAIN_DEFAULTS = TrainConfig(output_dir="")
 
 
 def _define_selection_flags():
@@ -48,21 +51,50 @@ def _define_criterion_flags():
                       "the size the edge runs at.")
 
 
+def _define_data_flags(d, fv):
+    """--dataset, --data_dir, --image_size, --crop_padding (defaults from config `d`)."""
+    flags.DEFINE_string("dataset", d.dataset,
+                        "Dataset: 'digits' (offline default, scikit-learn's 8x8 digits), "
+                        "'tfds:NAME' (tensorflow-datasets from --data_dir) or 'folder:PATH' "
+                        "(class-per-folder image tree).", flag_values=fv)
+    flags.DEFINE_string("data_dir", d.data_dir, "Local tensorflow-datasets data_dir.",
+                        flag_values=fv)
+    flags.DEFINE_integer("image_size", d.image_size, "Resize images to this many pixels "
+                         "square; 0 keeps the dataset's size (folders: 32).", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_integer("crop_padding", d.crop_padding, "Zero padding (pixels) of the random "
+                         "crop augmentation; -1 = max(1, size // 8).", lower_bound=-1,
+                         flag_values=fv)
+
+
+def _define_runtime_flags(d, fv):
+    """Output, resume, distribution, Grappler, logging and checkpoint flags; the
+    output directory is required."""
+    flags.DEFINE_string("output_dir", None, "Directory for everything the run writes.",
+                        flag_values=fv)
+    flags.DEFINE_boolean("resume", False, "Continue from the latest checkpoint in --output_dir.",
+                         flag_values=fv)
+    flags.DEFINE_enum("strategy", d.strategy, list(runtime.STRATEGIES),
+                      "tf.distribute strategy: 'default' (one device) or 'mirrored' "
+                      "(all local GPUs).", flag_values=fv)
+    flags.DEFINE_enum("graph_optimizer", d.graph_optimizer,
+                      list(runtime.GRAPH_OPTIMIZER_MODES),
+                      "Grappler effort: 'fast_compile' (CPU default), 'full', 'auto'.",
+                      flag_values=fv)
+    flags.DEFINE_integer("log_every", d.log_every, "Print progress every N steps; 0 = only "
+                         "per epoch.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints,
+                         "Checkpoints kept in --output_dir/checkpoints.", lower_bound=1,
+                         flag_values=fv)
+    flags.mark_flag_as_required("output_dir", flag_values=fv)
+
+
 def define_search_flags():
     """The flags of `python -m keras_darts.search` (idempotent)."""
     if "dataset" in FLAGS:
         return
     d = _DEFAULTS
-    # Data.
-    flags.DEFINE_string("dataset", d.dataset,
-                        "Dataset: 'digits' (offline default, scikit-learn's 8x8 digits), "
-                        "'tfds:NAME' (tensorflow-datasets from --data_dir) or 'folder:PATH' "
-                        "(class-per-folder image tree).")
-    flags.DEFINE_string("data_dir", d.data_dir, "Local tensorflow-datasets data_dir.")
-    flags.DEFINE_integer("image_size", d.image_size, "Resize images to this many pixels "
-                         "square; 0 keeps the dataset's size (folders: 32).", lower_bound=0)
-    flags.DEFINE_integer("crop_padding", d.crop_padding, "Zero padding (pixels) of the random "
-                         "crop augmentation; -1 = max(1, size // 8).", lower_bound=-1)
+    _define_data_flags(d, FLAGS)
     flags.DEFINE_float("train_portion", d.train_portion, "Fraction of the train split (its "
                        "first part) that trains the weights; the rest is search-val (alphas; "
                        "--method=msr: only reported). Strictly between 0 and 1.")
@@ -129,22 +161,10 @@ def define_search_flags():
     flags.DEFINE_float("a_weight_decay", d.a_weight_decay, "Alpha L2 decay (coupled).",
                        lower_bound=0.0)
     # Runtime.
-    flags.DEFINE_string("output_dir", None, "Directory for everything the run writes.")
-    flags.DEFINE_boolean("resume", False, "Continue from the latest checkpoint in --output_dir.")
-    flags.DEFINE_enum("strategy", d.strategy, list(runtime.STRATEGIES),
-                      "tf.distribute strategy: 'default' (one device) or 'mirrored' "
-                      "(all local GPUs).")
+    _define_runtime_flags(d, FLAGS)
     flags.DEFINE_enum("recompute", d.recompute, list(RECOMPUTE_POLICIES),
                       "Supernet edges whose activations backprop recomputes instead of "
                       "storing: 'all' (least memory), 'first_stage', 'none' (fastest).")
-    flags.DEFINE_enum("graph_optimizer", d.graph_optimizer,
-                      list(runtime.GRAPH_OPTIMIZER_MODES),
-                      "Grappler effort: 'fast_compile' (CPU default), 'full', 'auto'.")
-    flags.DEFINE_integer("log_every", d.log_every, "Print progress every N steps; 0 = only "
-                         "per epoch.", lower_bound=0)
-    flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints,
-                         "Checkpoints kept in --output_dir/checkpoints.", lower_bound=1)
-    flags.mark_flag_as_required("output_dir")
 
 
 def _define_source_flags(output_help):
@@ -228,3 +248,88 @@ def to_search_config(flag_values=FLAGS):
         values.update({name: value for name, value in msr.IMPLIED_SETTINGS.items()
                        if not flag_values[name].present})
     return SearchConfig(**values)
+
+
+def define_train_flags(fv=FLAGS):
+    """The flags of `python -m keras_darts.train` (idempotent)."""
+    if "genotype" in fv:
+        return
+    d = _TRAIN_DEFAULTS
+    flags.DEFINE_string("genotype", None, "The genotype to train: a registered name (e.g. "
+                        "DARTS_V2; see README) or a genotype JSON file (e.g. a search's "
+                        "genotype.json).", flag_values=fv)
+    flags.mark_flag_as_required("genotype", flag_values=fv)
+    # Data.
+    _define_data_flags(d, fv)
+    flags.DEFINE_integer("cutout", d.cutout, "Side (pixels) of the square cutout zeroes in "
+                         "every training image; 0 = no cutout.", lower_bound=0, flag_values=fv)
+    # Network.
+    flags.DEFINE_enum("network", d.network, list(eval_net.NETWORKS),
+                      "'cifar' (one 3x3 conv stem, NetworkCIFAR) or 'imagenet' (three "
+                      "stride-2 stem convs, NetworkImageNet).", flag_values=fv)
+    flags.DEFINE_integer("channels", d.channels, "Initial channels C (the CIFAR stem has 3C).",
+                         lower_bound=2, flag_values=fv)
+    flags.DEFINE_integer("layers", d.layers, "Number of cells; reductions at 1/3 and 2/3.",
+                         lower_bound=3, flag_values=fv)
+    flags.DEFINE_boolean("auxiliary", d.auxiliary, "Train with the auxiliary head on the "
+                         "output of cell 2*layers//3.", flag_values=fv)
+    flags.DEFINE_float("auxiliary_weight", d.auxiliary_weight, "Weight of the auxiliary "
+                       "loss.", lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_float("drop_path_prob", d.drop_path_prob, "Drop-path probability of the "
+                       "last epoch; epoch e uses drop_path_prob * e / epochs.",
+                       lower_bound=0.0, upper_bound=0.99, flag_values=fv)
+    # Recipe.
+    flags.DEFINE_integer("epochs", d.epochs, "Training epochs.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_integer("eval_batch_size", d.eval_batch_size,
+                         "Batch size for testing; 0 = --batch_size.", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch, "Training steps per epoch; "
+                         "0 = one pass over the train split.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_float("lr", d.lr, "SGD learning rate of the first epoch's schedule.",
+                       lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_enum("lr_schedule", d.lr_schedule, list(train_step.LR_SCHEDULES),
+                      "'cosine' (to --lr_min, CIFAR recipe) or 'exponential' (x --lr_decay "
+                      "every epoch, ImageNet recipe).", flag_values=fv)
+    flags.DEFINE_float("lr_min", d.lr_min, "cosine: final learning rate.", lower_bound=0.0,
+                       flag_values=fv)
+    flags.DEFINE_float("lr_decay", d.lr_decay, "exponential: factor per epoch.",
+                       lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_float("momentum", d.momentum, "SGD momentum.", lower_bound=0.0,
+                       upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_float("weight_decay", d.weight_decay, "L2 decay (coupled, as in the "
+                       "reference).", lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_float("grad_clip", d.grad_clip, "Global gradient-norm clip.",
+                       lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_float("label_smoothing", d.label_smoothing, "Label smoothing of the "
+                       "training loss (ImageNet recipe: 0.1).", lower_bound=0.0,
+                       upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_integer("seed", d.seed, "Random seed (weights, data order, drop path).",
+                         flag_values=fv)
+    # Runtime.
+    flags.DEFINE_integer("eval_every", d.eval_every, "Test accuracy every N epochs; 0 = "
+                         "only after the last.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_string("export_dir", d.export_dir, "After training, export the network "
+                        "here (as `python -m keras_darts.export` does).", flag_values=fv)
+    _define_runtime_flags(d, fv)
+
+
+def to_train_config(fv=FLAGS):
+    """The `TrainConfig` described by the parsed flags."""
+    return TrainConfig(**{f.name: fv[f.name].value for f in dataclasses.fields(TrainConfig)})
+
+
+def define_export_flags(fv=FLAGS):
+    """The flags of `python -m keras_darts.export` (idempotent)."""
+    if "checkpoint" in fv and "export_dir" in fv:
+        return
+    flags.DEFINE_string("checkpoint", None, "Output directory of `keras_darts.train`: its "
+                        "config.json, genotype.json, dataset.json and latest checkpoint are "
+                        "read.", flag_values=fv)
+    flags.DEFINE_string("export_dir", None, "Where to write the SavedModels (must not exist "
+                        "or be empty).", flag_values=fv)
+    flags.DEFINE_string("genotype", "", "The genotype the checkpoint must hold (name or "
+                        "JSON path); empty = the run's genotype.json.", flag_values=fv)
+    flags.mark_flag_as_required("checkpoint", flag_values=fv)
+    flags.mark_flag_as_required("export_dir", flag_values=fv)

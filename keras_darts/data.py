@@ -1,4 +1,5 @@
-"""Datasets for the DARTS search: `--dataset` specs, DARTS splits, tf.data pipelines.
+"""Datasets for the DARTS search and for training a genotype: `--dataset` specs,
+DARTS splits, tf.data pipelines.
 
 Accepted specs (see `describe_specs`):
 
@@ -14,6 +15,8 @@ DARTS protocol: the source's train split is halved. The first half
 trains the architecture parameters. The test split is only for reporting.
 `train_portion` moves the boundary (MSR-DARTS: the first 80 % train the
 weights, the last 20 % only report accuracy).
+Training a genotype from scratch (`load_train_data`) uses the whole train split
+(with cutout if asked) and reports on the test split.
 
 Every problem with the user's input raises `DataError` from `load_search_data`
 before any pipeline is built, so the CLI can exit before writing output.
@@ -56,6 +59,10 @@ _MAX_SHUFFLE_BYTES = 128 * 2**20
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 
+# Cutout's seed: the element's augmentation seed folded with this (crop and flip
+# split the same seed, so the streams stay independent).
+_CUTOUT_STREAM = 2
+
 # Mirroring a digit or letter makes a different (or no) symbol.
 _NO_FLIP_TFDS = frozenset({"mnist", "emnist", "kmnist", "binarized_mnist", "svhn_cropped"})
 
@@ -73,6 +80,19 @@ class DatasetInfo:
     std: tuple
     flip: bool
 
+    @property
+    def num_train(self) -> int:
+        """Images of the whole train split (both search halves)."""
+        return self.num_search_train + self.num_search_val
+
+    def to_json_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json_dict(cls, data: dict) -> "DatasetInfo":
+        tuples = {k: tuple(data[k]) for k in ("image_shape", "class_names", "mean", "std")}
+        return cls(**{**data, **tuples})
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchData:
@@ -89,6 +109,18 @@ class SearchData:
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.info.num_search_train // batch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+    """Pipelines for training a network from scratch (no search split)."""
+
+    info: DatasetInfo
+    train: tf.data.Dataset  # the whole train split: infinite, batched, augmented
+    test: tf.data.Dataset  # finite, batched, not augmented
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.info.num_train // batch_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,27 +187,10 @@ def load_search_data(
         raise DataError(f"--train_portion must be strictly between 0 and 1, got {train_portion!r}")
     splits = _load_splits(spec, data_dir, image_size, train_portion)
     _check_split_sizes(splits, batch_size)
-
-    if splits.mean is not None:
-        mean, std = splits.mean, splits.std
-    else:
-        mean, std = _channel_stats(splits.search_train, splits.image_shape[-1])
-    pad = crop_padding if crop_padding is not None else max(1, splits.image_shape[0] // 8)
+    info = _dataset_info(spec, splits, splits.search_train)
+    train_args = dict(batch_size=batch_size, seed=seed, pad=_crop_padding(crop_padding, info),
+                      info=info)
     eval_batch_size = eval_batch_size or batch_size
-
-    info = DatasetInfo(
-        name=spec,
-        image_shape=tuple(splits.image_shape),
-        num_classes=len(splits.class_names),
-        class_names=tuple(splits.class_names),
-        num_search_train=splits.num_search_train,
-        num_search_val=splits.num_search_val,
-        num_test=splits.num_test,
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
-        flip=splits.flip,
-    )
-    train_args = dict(batch_size=batch_size, seed=seed, pad=pad, info=info)
     train_from = functools.partial(_train_pipeline, splits.search_train,
                                    splits.num_search_train, stream=0, **train_args)
     val_from = functools.partial(_train_pipeline, splits.search_val, splits.num_search_val,
@@ -189,6 +204,64 @@ def load_search_data(
         search_train_from=train_from,
         search_val_from=val_from,
     )
+
+
+def load_train_data(
+    spec: str,
+    batch_size: int,
+    *,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    crop_padding: int | None = None,
+    cutout: int = 0,
+    eval_batch_size: int | None = None,
+) -> TrainData:
+    """Validate `spec` and build the pipelines that train a network on the whole
+    train split (random crop, flip where it fits, then `cutout`) and test it on
+    the test split.  Same sources and statistics rules as `load_search_data`."""
+    _check_arguments(batch_size, image_size, crop_padding, eval_batch_size)
+    if cutout < 0:
+        raise DataError(f"cutout size must be >= 0, got {cutout!r}")
+    splits = _load_splits(spec, data_dir, image_size)
+    num_train = splits.num_search_train + splits.num_search_val
+    if num_train < batch_size:
+        raise DataError(f"the train split has only {num_train} images but the batch size is "
+                        f"{batch_size}; use a smaller --batch_size or more data")
+    _check_test_split(splits)
+    train = splits.search_train.concatenate(splits.search_val)  # The halves, in order.
+    info = _dataset_info(spec, splits, train)
+    return TrainData(
+        info=info,
+        train=_train_pipeline(train, num_train, batch_size=batch_size, seed=seed, stream=2,
+                              pad=_crop_padding(crop_padding, info), info=info,
+                              cutout_size=cutout),
+        test=_eval_pipeline(splits.test, eval_batch_size or batch_size, info),
+    )
+
+
+def _dataset_info(spec, splits, stats_source) -> DatasetInfo:
+    """The dataset's description; mean/std published, or measured on `stats_source`."""
+    if splits.mean is not None:
+        mean, std = splits.mean, splits.std
+    else:
+        mean, std = _channel_stats(stats_source, splits.image_shape[-1])
+    return DatasetInfo(
+        name=spec,
+        image_shape=tuple(splits.image_shape),
+        num_classes=len(splits.class_names),
+        class_names=tuple(splits.class_names),
+        num_search_train=splits.num_search_train,
+        num_search_val=splits.num_search_val,
+        num_test=splits.num_test,
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        flip=splits.flip,
+    )
+
+
+def _crop_padding(crop_padding, info):
+    return crop_padding if crop_padding is not None else max(1, info.image_shape[0] // 8)
 
 
 # --------------------------------------------------------------------------
@@ -206,7 +279,7 @@ def _check_arguments(batch_size, image_size, crop_padding, eval_batch_size):
         raise DataError(f"crop padding must be >= 0, got {crop_padding!r}")
 
 
-def _load_splits(spec, data_dir, image_size, train_portion) -> _Splits:
+def _load_splits(spec, data_dir, image_size, train_portion=0.5) -> _Splits:
     spec_text = spec.strip() if isinstance(spec, str) else ""
     if spec_text == "digits":
         return _digits_splits(image_size, train_portion)
@@ -230,6 +303,10 @@ def _check_split_sizes(splits: _Splits, batch_size: int) -> None:
                 f"(search-train {splits.num_search_train}, search-val {splits.num_search_val}: "
                 "parts of the train split); use a smaller --batch_size or more data"
             )
+    _check_test_split(splits)
+
+
+def _check_test_split(splits: _Splits) -> None:
     if splits.num_test < 1:
         raise DataError("the test split is empty; the dataset needs at least one test image")
 
@@ -526,6 +603,24 @@ def augment(image, seed, pad, flip):
     return image
 
 
+def cutout(image, seed, size):
+    """Zeroes a `size` x `size` square of one image, all channels (specs/darts.md
+    sect. 5): its centre is a uniform random pixel and it is clipped at the
+    borders, so it may cover less.  Applied after normalisation, as in the
+    reference.  `seed`: a shape-[2] integer tensor (stateless)."""
+    height, width = image.shape[0], image.shape[1]
+    y_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    y = tf.random.stateless_uniform([], y_seed, 0, height, dtype=tf.int32)
+    x = tf.random.stateless_uniform([], x_seed, 0, width, dtype=tf.int32)
+    half = size // 2
+    rows = tf.range(height)
+    cols = tf.range(width)
+    in_rows = (rows >= y - half) & (rows < y + half)
+    in_cols = (cols >= x - half) & (cols < x + half)
+    square = tf.logical_and(in_rows[:, None], in_cols[None, :])
+    return image * tf.cast(~square, image.dtype)[:, :, None]
+
+
 def _normalize(image, info: DatasetInfo):
     return (image - tf.constant(info.mean, tf.float32)) / tf.constant(info.std, tf.float32)
 
@@ -562,7 +657,8 @@ def _reshuffled_forever(ds, buffer, seed, first_epoch=0):
     return forever.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
-def _train_pipeline(ds, count, start_batch=0, *, batch_size, seed, stream, pad, info):
+def _train_pipeline(ds, count, start_batch=0, *, batch_size, seed, stream, pad, info,
+                    cutout_size=0):
     """The infinite augmented batch stream, from batch `start_batch` on."""
     shuffle_seed, aug_seed = _stream_seeds(seed, stream)
     image_bytes = 4 * int(np.prod(info.image_shape))
@@ -575,7 +671,11 @@ def _train_pipeline(ds, count, start_batch=0, *, batch_size, seed, stream, pad, 
         # so the augmentation is random per step but fixed given `seed`.
         element_seed = tf.random.experimental.stateless_fold_in(aug_seed, index)
         image = tf.ensure_shape(augment(image, element_seed, pad, info.flip), shape)
-        return _normalize(image, info), label
+        image = _normalize(image, info)
+        if cutout_size:
+            cutout_seed = tf.random.experimental.stateless_fold_in(element_seed, _CUTOUT_STREAM)
+            image = cutout(image, cutout_seed, cutout_size)
+        return image, label
 
     # Element i of the stream is element i % count of epoch i // count's order.
     first_epoch, offset = divmod(start_batch * batch_size, count)

@@ -288,15 +288,28 @@ class EvalNetwork(keras.Model):
         if training:
             drop_prob = tf.convert_to_tensor(self.drop_path_prob)
             seed = self._next_seed()
+        pooled, aux_logits = self._forward(images, training, drop_prob, seed)
+        logits = self.classifier(pooled)
+        return logits if aux_logits is None else (logits, aux_logits)
+
+    def features(self, images, training=False):
+        """The globally pooled output of the last cell [N, channels]: the network
+        without its classifier and without the training-only parts (no drop path,
+        no auxiliary head; `training` only switches BatchNorm to batch statistics).
+        What the exported feature extractor runs."""
+        return self._forward(images, bool(training), None, None, auxiliary=False)[0]
+
+    def _forward(self, images, training, drop_prob, seed, auxiliary=True):
+        """(pooled features, aux logits or None); drop path when `drop_prob` is given."""
         s0, s1 = self._stem(images, training)
         aux_logits = None
         for i, cell in enumerate(self.eval_cells):
             cell_seed = None if seed is None else tf.random.experimental.stateless_fold_in(seed, i)
             s0, s1 = s1, cell(s0, s1, drop_prob, cell_seed, training=training)
-            if training and self.aux_head is not None and i == self.aux_position:
+            if (auxiliary and training and self.aux_head is not None
+                    and i == self.aux_position):
                 aux_logits = self.aux_head(s1, training=training)
-        logits = self.classifier(tf.reduce_mean(s1, axis=(1, 2)))
-        return logits if aux_logits is None else (logits, aux_logits)
+        return tf.reduce_mean(s1, axis=(1, 2)), aux_logits
 
     def _next_seed(self):
         """This forward's drop-path seed; each replica folds in its id."""

@@ -103,35 +103,7 @@ class NumpyNormal(keras.initializers.Initializer):
         return {"stddev": self.stddev}
 
 
-class CheckpointsListedLayers:
-    """Mixin for Keras layers: `tf.train.Checkpoint` also saves the layers held in
-    public list attributes (e.g. `self.edges = [...]`).
-
-    Keras 3 (3.15, TF backend) stores such lists as its own TrackedList, which
-    TensorFlow's checkpointing does not follow: without this a checkpoint
-    silently lacks every weight of the cells, edges and ops (only the stem,
-    classifier and alphas were saved)."""
-
-    def _trackable_children(self, save_type="checkpoint", **kwargs):
-        children = super()._trackable_children(save_type, **kwargs)
-        if save_type != "checkpoint":
-            return children
-        # One wrapper per list content: a checkpoint walks the children twice and
-        # matches them by identity.
-        wrappers = self.__dict__.setdefault("_checkpoint_lists", {})
-        for name, value in list(vars(self).items()):
-            if (name.startswith("_") or name in children or not isinstance(value, list)
-                    or not value or not all(isinstance(item, tf.__internal__.tracking.Trackable)
-                                            for item in value)):
-                continue
-            key = tuple(id(item) for item in value)
-            if name not in wrappers or wrappers[name][0] != key:
-                wrappers[name] = (key, tf.__internal__.tracking.wrap(list(value)))
-            children[name] = wrappers[name][1]
-        return children
-
-
-class BuiltLayer(CheckpointsListedLayers, keras.layers.Layer):
+class BuiltLayer(keras.layers.Layer):
     """Base of every layer here: weights are created in `__init__` (all shapes
     follow from the channel counts), so the layer is built from the start and
     Keras never runs its symbolic build pass, which re-traces every nested layer

@@ -320,7 +320,7 @@ class BilevelSearch:
 
     def _step_metrics(self, totals):
         batch = float(self.global_batch_size)
-        if val_batch is None:
+        if "loss/val" not in totals:  # A weights-only step.
             return {"loss/train": totals["loss/train"],
                     "accuracy/train": totals["correct/train"] / batch,
                     "grad_norm": totals["grad_norm"]}

@@ -40,7 +40,7 @@ class Linear(ops.BuiltLayer):
         return tf.matmul(x, self.kernel) + self.bias
 
 
-class SearchNetwork(ops.CheckpointsListedLayers, keras.Model):
+class SearchNetwork(keras.Model):
     """DARTS supernet.
 
     Args:

@@ -7,7 +7,6 @@ both optimizers, epoch) so `--resume` loses at most the running epoch.
 """
 
 import dataclasses
-import math
 import os
 import signal
 import threading
@@ -21,26 +20,14 @@ from keras_darts import data as data_lib
 from keras_darts import genotype as genotype_lib
 from keras_darts import edas, msr, runtime, selection
 from keras_darts.config import SearchConfig
-from keras_darts.errors import ConfigError, Interrupted, TrainingDivergedError
+from keras_darts.errors import ConfigError, Interrupted
 from keras_darts.fileio import atomic_write_text, write_json
+from keras_darts.run_utils import check_finite, check_output_dir, checkpointable_weights
+from keras_darts.run_utils import eta as _eta, format_duration as _format_duration
 from keras_darts.search_step import BilevelSearch, cosine_lr
 from keras_darts.selection import perturbation
 from keras_darts.summaries import EpochWriter
 from keras_darts.supernet import SearchNetwork, reduction_layers
-
-
-def _format_duration(seconds):
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def _eta(epoch_times, remaining):
-    """Seconds left; the first epoch of a process includes tracing, so it is
-    only used while nothing better is known."""
-    typical = epoch_times[1:] or epoch_times
-    return sum(typical) / len(typical) * remaining
 
 
 class _Paths:
@@ -120,12 +107,7 @@ def _edas_settings(cfg):
 
 def _check_output_dir(config, paths, resume):
     """Refuses to overwrite an earlier search unless resuming it."""
-    has_checkpoint = tf.train.latest_checkpoint(paths.checkpoints) is not None
-    if resume and not has_checkpoint:
-        raise ConfigError(f"--resume: no checkpoint found in {paths.checkpoints}")
-    if not resume and (has_checkpoint or os.path.exists(paths.genotype)):
-        raise ConfigError(f"--output_dir {paths.root} already holds a search; pass --resume "
-                          "to continue it or choose another --output_dir")
+    check_output_dir(paths.root, paths.checkpoints, paths.genotype, resume, "a search")
     if resume and os.path.exists(paths.config):
         config.check_resumable_from(SearchConfig.load(paths.config))
 
@@ -192,7 +174,8 @@ class SearchRun:
             extra = {"msr_mixing": self.search.cell_weights,
                      "msr_mixing_sranks": self._mixing_sranks}
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, weight_optimizer=self.search.weight_optimizer,
+            network_weights=checkpointable_weights(self.model),  # Not model=: see there.
+            weight_optimizer=self.search.weight_optimizer,
             arch_optimizer=self.search.arch_optimizer, epoch=self.epoch,
             step=self.global_step, **extra)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.paths.checkpoints,
@@ -364,13 +347,8 @@ class SearchRun:
 
     @staticmethod
     def _check_finite(metrics, epoch, step):
-        bad = [k for k in ("loss/train", "loss/val")
-               if k in metrics and not math.isfinite(metrics[k])]
-        if bad:
-            raise TrainingDivergedError(
-                f"{' and '.join(bad)} became {metrics[bad[0]]} at epoch {epoch + 1}, step "
-                f"{step + 1}; stopped without saving this epoch (the last good checkpoint is "
-                "kept). Try a lower --w_lr or --a_lr, or check the input data.")
+        check_finite(metrics, ("loss/train", "loss/val"), epoch, step,
+                     "Try a lower --w_lr or --a_lr, or check the input data.")
 
     def evaluate(self, dataset, edge_weights=None, arch=None):
         """Mean loss and accuracy over `dataset`: eval mode (running BN statistics),

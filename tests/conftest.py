@@ -1,5 +1,6 @@
 """Shared test set-up: quiet TF, deterministic seeds, helpers to run the CLI."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -22,3 +23,14 @@ def run_module(module, *args, timeout=600):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def event_tags(logdir):
+    """Every summary tag written to the TensorBoard event files in `logdir`."""
+    import tensorflow as tf
+
+    tags = set()
+    for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    return tags

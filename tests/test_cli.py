@@ -1,5 +1,6 @@
 """The search CLI end to end on tiny configs, bad input, flagfiles, NaN handling."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -9,25 +10,17 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from conftest import REPO, run_module
+from conftest import REPO, event_tags, run_module
 from keras_darts import cli_flags, genotype as genotype_lib
 from keras_darts.config import SearchConfig
 from keras_darts.errors import TrainingDivergedError
 from keras_darts.search_step import BilevelSearch
-from keras_darts.trainer import run_search
+from keras_darts.trainer import SearchRun, run_search
 
 cli_flags.define_search_flags()
 
 TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_size=16",
         "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1"]
-
-
-def _event_tags(logdir):
-    tags = set()
-    for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(v.tag for v in event.summary.value)
-    return tags
 
 
 @pytest.mark.slow
@@ -40,7 +33,7 @@ def test_search_end_to_end_then_resume(tmp_path):
     assert len(genotype.normal) == 4 and len(genotype.reduce) == 4
     # Checkpoints are numbered by the step count (3 steps per epoch).
     assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-3.index"))
-    tags = _event_tags(os.path.join(out, "tensorboard"))
+    tags = event_tags(os.path.join(out, "tensorboard"))
     assert {"search/loss/train", "search/accuracy/val", "eval/search_val_accuracy",
             "lr/weights", "alphas/normal", "alphas/reduce", "genotype/text",
             "genotype/cells", "eval/test_accuracy"} <= tags
@@ -84,7 +77,9 @@ def test_bad_input_exits_nonzero_before_writing(tmp_path, args, message):
 
 
 def test_every_flagfile_parses():
-    paths = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
+    # The search's flagfiles; train_*.cfg are keras_darts.train's (tests/test_train.py).
+    paths = sorted(p for p in glob.glob(os.path.join(REPO, "flags", "*.cfg"))
+                   if not os.path.basename(p).startswith("train_"))
     assert any(p.endswith("quickstart.cfg") for p in paths)
     configs = {}
     for path in paths:
@@ -127,6 +122,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert not os.path.exists(os.path.join(config.output_dir, "genotype.json"))
     reader = tf.train.load_checkpoint(checkpoints)
     assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
+
+
+def test_resumed_search_restores_every_weight(tmp_path):
+    """The checkpoint holds the cells' weights too (not only the model's direct
+    attributes): a restored supernet reproduces the final test loss exactly."""
+    config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
+                          batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=1,
+                          log_every=0)
+    results = run_search(config)
+    run = SearchRun(dataclasses.replace(config, epochs=2), resume=True)
+    run.prepare()
+    run.build()
+    run.restore()
+    assert run.evaluate(run.data.test) == pytest.approx(
+        (results["test_loss"], results["test_accuracy"]), rel=1e-6)
 
 
 def test_stable_rank_selection_end_to_end(tmp_path):

@@ -1,18 +1,16 @@
 """MSR-DARTS's own search (`--method=msr`, specs/selection.md 3.3-3.4)."""
 
-import glob
 import json
 import math
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from conftest import REPO, run_module
+from conftest import REPO, event_tags, run_module
 from keras_darts import cli_flags, msr, ops
 from keras_darts import genotype as genotype_lib
 from keras_darts.config import SearchConfig
@@ -366,14 +364,6 @@ def test_msr_flagfile_has_the_paper_settings():
     msr.check_config(config)
 
 
-def _event_tags(logdir):
-    tags = set()
-    for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(v.tag for v in event.summary.value)
-    return tags
-
-
 @pytest.mark.slow
 def test_msr_search_end_to_end(tmp_path):
     out = tmp_path / "run"
@@ -397,7 +387,7 @@ def test_msr_search_end_to_end(tmp_path):
     assert epoch["method"] == "msr" and mixing.shape == (3, 5, 4)
     np.testing.assert_allclose(mixing, msr.mixing_weights(epoch["mixing_srank"]), atol=1e-6)
     assert {"srank/normal", "srank/reduce", "genotype/text", "lr/weights"} <= \
-        _event_tags(str(out / "tensorboard"))
+        event_tags(str(out / "tensorboard"))
     config = json.load(open(out / "config.json"))
     assert (config["method"], config["primitives"], config["selection"]) == \
         ("msr", "msr", "stable_rank")

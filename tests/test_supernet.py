@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras_darts import ops
 from keras_darts.errors import GenotypeError
 from keras_darts.genotype import DARTS_V2, Genotype
+from keras_darts.run_utils import checkpointable_weights
 from keras_darts.supernet import SearchNetwork, reduction_layers
 
 
@@ -264,16 +265,16 @@ def test_discrete_arch_param_count_rejects_a_foreign_genotype():
 
 def test_checkpoint_holds_every_variable(tmp_path):
     """Cells, edges and ops live in lists, which Keras 3 does not expose to
-    tf.train.Checkpoint by itself (ops.CheckpointsListedLayers)."""
+    tf.train.Checkpoint(model=...): run_utils.checkpointable_weights lists them all."""
     keras.utils.set_random_seed(0)
     saved = SearchNetwork(10, channels=4, num_layers=3, num_nodes=2, input_shape=(8, 8, 1))
-    path = tf.train.Checkpoint(model=saved).save(str(tmp_path / "ckpt"))
-    stored = [name for name, _ in tf.train.list_variables(path) if name.startswith("model/")]
+    path = tf.train.Checkpoint(weights=checkpointable_weights(saved)).save(str(tmp_path / "c"))
+    stored = [name for name, _ in tf.train.list_variables(path) if name.startswith("weights/")]
     assert len(stored) == len(saved.variables)
     keras.utils.set_random_seed(1)
     restored = SearchNetwork(10, channels=4, num_layers=3, num_nodes=2, input_shape=(8, 8, 1))
     assert not np.array_equal(restored.search_cells[0].preprocess0.conv.kernel.numpy(),
                               saved.search_cells[0].preprocess0.conv.kernel.numpy())
-    tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()
+    tf.train.Checkpoint(weights=checkpointable_weights(restored)).restore(path).assert_consumed()
     for a, b in zip(saved.variables, restored.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
