@@ -110,7 +110,9 @@ def define_search_flags():
                          "The stem outputs stem_multiplier * C channels.", lower_bound=1)
     # Search.
     flags.DEFINE_enum("method", d.method, list(msr.METHODS),
-                      "darts: bilevel search of alphas and weights; msr: MSR-DARTS (no alphas; "
+                      "darts: bilevel search of alphas and weights; blank: DARTS-PT's "
+                      "fix-alpha baseline (alphas never updated, in the search and in "
+                      "perturbation tuning); msr: MSR-DARTS (no alphas; "
                       "spectrally normalised 4-op supernet mixed by softmax(-stable rank) per "
                       "cell; implies --primitives=msr --selection=stable_rank).")
     flags.DEFINE_integer("epochs", d.epochs, "Search epochs.", lower_bound=1)

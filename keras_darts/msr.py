@@ -22,7 +22,9 @@ from keras_darts.selection.stable_rank import edge_input_sizes, per_cell_sranks
 from keras_darts.spectral_norm import SpectralNorm, conv_output_size
 from keras_darts.supernet import SearchNetwork
 
-METHODS = ("darts", "msr")
+# darts: alphas and weights (bilevel); blank: DARTS-PT's fix-alpha baseline (the
+# DARTS supernet, alphas never updated); msr: MSR-DARTS (below).
+METHODS = ("darts", "blank", "msr")
 OP_SET = "msr"
 SELECTION = "stable_rank"
 # Flags that --method=msr sets when they are not given (cli_flags).
@@ -33,17 +35,19 @@ def check_config(config):
     """Raises ConfigError for a --method that cannot run with the other settings."""
     if config.method not in METHODS:
         raise ConfigError(f"--method must be one of {list(METHODS)}, got {config.method!r}")
-    if config.method != "msr":
+    if config.method == "darts":
         return
-    for name, needed in IMPLIED_SETTINGS.items():
-        value = getattr(config, name)
-        if value != needed:
-            raise ConfigError(f"--method=msr searches MSR-DARTS's space with its own read-out: "
-                              f"it needs --{name}={needed} (or no --{name}), got {value!r}")
+    if config.method == "msr":
+        for name, needed in IMPLIED_SETTINGS.items():
+            value = getattr(config, name)
+            if value != needed:
+                raise ConfigError(f"--method=msr searches MSR-DARTS's space with its own "
+                                  f"read-out: it needs --{name}={needed} (or no --{name}), "
+                                  f"got {value!r}")
     # No alphas are trained: alpha-step variants do not apply.
     for name, plain in (("relaxation", "full"), ("order", "first")):
         if getattr(config, name) != plain:
-            raise ConfigError(f"--method=msr trains no alphas: --{name}="
+            raise ConfigError(f"--method={config.method} trains no alphas: --{name}="
                               f"{getattr(config, name)} does not apply (use --{name}={plain})")
 
 

@@ -309,8 +309,8 @@ class SearchRun:
                               f"which is not in epoch {int(self.epoch.numpy()) + 1} with "
                               f"{self.steps_per_epoch} steps per epoch")
         for step in range(first, self.steps_per_epoch):
-            # MSR-DARTS trains no alphas: a weight-only step, no val batch.
-            val_batch = None if self.is_msr else next(val_iter)
+            # MSR-DARTS and the fix-alpha baseline train no alphas: weight-only steps.
+            val_batch = next(val_iter) if self.config.method == "darts" else None
             metrics = {k: float(v) for k, v in
                        self.search.step(next(train_iter), val_batch).items()}
             self._check_finite(metrics, epoch, step)

@@ -16,6 +16,7 @@ from conftest import REPO
 from keras_darts import data as data_lib
 from keras_darts import genotype as genotype_lib
 from keras_darts.config import SearchConfig
+from keras_darts.run_utils import checkpointable_weights
 from keras_darts.supernet import SearchNetwork
 from keras_darts.trainer import run_search, run_selection
 
@@ -65,7 +66,8 @@ def _evaluate_discrete(source, genotype):
     net = SearchNetwork(data.info.num_classes, channels=cfg.channels, num_layers=cfg.layers,
                         num_nodes=cfg.nodes, input_shape=data.info.image_shape)
     latest = tf.train.latest_checkpoint(os.path.join(source, "checkpoints"))
-    tf.train.Checkpoint(model=net).restore(latest).expect_partial()
+    tf.train.Checkpoint(network_weights=checkpointable_weights(net)).restore(
+        latest).expect_partial().assert_existing_objects_matched()
     losses, hits = [], []
     for images, labels in data.search_val_eval:
         logits = net(images, training=True, arch=genotype).numpy()

@@ -332,13 +332,16 @@ def test_method_msr_implies_its_space_and_read_out():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--primitives=darts"], "--primitives=msr"),
-    (["--selection=magnitude"], "--selection=stable_rank"),
-    (["--selection=perturbation"], "--selection=stable_rank"),
+    (["--method=msr", "--primitives=darts"], "--primitives=msr"),
+    (["--method=msr", "--selection=magnitude"], "--selection=stable_rank"),
+    (["--method=msr", "--selection=perturbation"], "--selection=stable_rank"),
+    (["--method=msr", "--relaxation=single_edge"], "trains no alphas"),
+    (["--method=blank", "--relaxation=single_edge"], "trains no alphas"),
+    (["--method=blank", "--order=second"], "trains no alphas"),
 ])
-def test_bad_msr_combinations_are_config_errors(args, message):
+def test_bad_method_combinations_are_config_errors(args, message):
     with flagsaver.flagsaver():
-        config = parse("--method=msr", *args)
+        config = parse(*args)
     with pytest.raises(ConfigError, match=message):
         msr.check_config(config)
 

@@ -116,3 +116,23 @@ def test_checkpoint_restores_every_model_variable(tmp_path):
     for a, b in zip(again.search.weight_optimizer.slots["momentum"],
                     first.search.weight_optimizer.slots["momentum"]):
         assert (a.numpy() == b.numpy()).all()
+
+
+def test_blank_method_never_updates_the_alphas(tmp_path):
+    """DARTS-PT's fix-alpha baseline (`--method=blank`): weights train, alphas stay
+    at their initial values through the search and the perturbation tuning."""
+    config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
+                          batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=1,
+                          log_every=0, method="blank", primitives="darts_pt",
+                          selection="perturbation", pt_proj_intv=1)
+    run = SearchRun(config)
+    run.prepare()
+    run.build()
+    initial = [a.numpy().copy() for a in run.model.arch_variables]
+    kernel = run.model.stem_conv.trainable_variables[0].numpy().copy()
+    run = SearchRun(config)
+    run.run()
+    for alpha, start in zip(run.model.arch_variables, initial):
+        assert (alpha.numpy() == start).all()
+    assert not (run.model.stem_conv.trainable_variables[0].numpy() == kernel).all()
+    assert int(run.global_step.numpy()) == 2 * (1 + 6)  # Search + 6 tuning epochs.
