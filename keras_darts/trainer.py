@@ -133,7 +133,7 @@ class SearchRun:
         _check_relaxation(cfg)
         msr.check_config(cfg)
         _check_output_dir(cfg, self.paths, self.resume)
-        runtime.configure_threads()
+        runtime.configure_threads(eager_steps=cfg.relaxation == "single_edge")
         runtime.configure_graph_optimizer(cfg.graph_optimizer)
         self.strategy = runtime.make_strategy(cfg.strategy)
         self.data = data_lib.load_search_data(
