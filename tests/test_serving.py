@@ -26,11 +26,17 @@ RUN = dict(genotype="DARTS_V2", channels=4, layers=3, image_size=32, auxiliary=T
            log_every=0, weight_decay=3e-4)
 LUMA = np.array([0.2989, 0.5870, 0.1140])  # ITU-R 601, as tf.image.rgb_to_grayscale.
 
-# Runs in a fresh interpreter whose path cannot reach keras_darts.
+# Runs in a fresh interpreter where importing keras_darts fails (it may be installed,
+# e.g. by `pip install -e .` in CI: the entry in sys.modules blocks it).
 RELOAD_SCRIPT = r"""
-import importlib.util, json, sys
+import json, sys
+sys.modules["keras_darts"] = None
 import numpy as np, tensorflow as tf
-assert importlib.util.find_spec("keras_darts") is None, "keras_darts must not be importable"
+try:
+    import keras_darts  # noqa: F401
+    raise AssertionError("keras_darts must not be importable")
+except ImportError:
+    pass
 export_dir, batch_path, out_path = sys.argv[1:]
 images = tf.constant(np.load(batch_path))
 classifier = tf.saved_model.load(export_dir + "/classifier")
@@ -52,7 +58,7 @@ np.savez(out_path, **out)
 assets = {a: open(getattr(classifier, a).asset_path.numpy().decode()).read()
           for a in ("genotype_file", "class_names_file", "preprocessing_file")}
 print("RELOAD " + json.dumps({"errors": errors, "assets": assets,
-                              "keras_darts_imported": "keras_darts" in sys.modules,
+                              "keras_darts_imported": sys.modules.get("keras_darts") is not None,
                               "counts": [len(classifier.variables),
                                          len(classifier.trainable_variables),
                                          len(features.trainable_variables)]}))
