@@ -286,17 +286,20 @@ def _load_splits(spec, data_dir, image_size, train_portion=0.5) -> _Splits:
     kind, sep, arg = spec_text.partition(":")
     if sep and kind == "tfds":
         if not arg:
-            raise DataError(f"'tfds:' needs a dataset name, e.g. 'tfds:cifar10'; {describe_specs()}")
+            raise DataError(
+                f"'tfds:' needs a dataset name, e.g. 'tfds:cifar10'; {describe_specs()}")
         return _tfds_splits(arg, data_dir, image_size, train_portion)
     if sep and kind == "folder":
         if not arg:
-            raise DataError(f"'folder:' needs a path, e.g. 'folder:/data/flowers'; {describe_specs()}")
+            raise DataError(
+                f"'folder:' needs a path, e.g. 'folder:/data/flowers'; {describe_specs()}")
         return _folder_splits(arg, image_size, train_portion)
     raise DataError(f"unknown dataset {spec!r}; {describe_specs()}")
 
 
 def _check_split_sizes(splits: _Splits, batch_size: int) -> None:
-    for name, count in (("search-train", splits.num_search_train), ("search-val", splits.num_search_val)):
+    for name, count in (("search-train", splits.num_search_train),
+                        ("search-val", splits.num_search_val)):
         if count < batch_size:
             raise DataError(
                 f"{name} has only {count} images but the batch size is {batch_size} "
@@ -372,8 +375,8 @@ def _tfds_prepare_hint(name):
 def _tfds_builder(name, data_dir):
     """The builder for `name`, only if it is already prepared under `data_dir`."""
     if not data_dir:
-        raise DataError(f"tfds:{name} needs --data_dir, the directory holding the prepared dataset. "
-                        + _tfds_prepare_hint(name))
+        raise DataError(f"tfds:{name} needs --data_dir, the directory holding the prepared "
+                        "dataset. " + _tfds_prepare_hint(name))
     if not os.path.isdir(data_dir):
         raise DataError(f"--data_dir {data_dir!r} does not exist or is not a directory. "
                         + _tfds_prepare_hint(name))
@@ -403,14 +406,16 @@ def _tfds_splits(name, data_dir, image_size, train_portion) -> _Splits:
     image_feature, label_feature = info.features[keys[0]], info.features[keys[1]]
     image_shape = tuple(image_feature.shape)
     if len(image_shape) != 3 or image_shape[-1] is None:
-        raise DataError(f"tfds dataset {name!r} is not an image dataset (feature shape {image_shape})")
+        raise DataError(
+            f"tfds dataset {name!r} is not an image dataset (feature shape {image_shape})")
     if not hasattr(label_feature, "num_classes"):
         raise DataError(f"tfds dataset {name!r} has no class labels to classify")
     if None in image_shape[:2] and image_size is None:
         raise DataError(f"tfds dataset {name!r} has images of varying size; pass --image_size")
 
     if "train" not in info.splits:
-        raise DataError(f"tfds dataset {name!r} has no 'train' split (splits: {sorted(info.splits)})")
+        raise DataError(
+            f"tfds dataset {name!r} has no 'train' split (splits: {sorted(info.splits)})")
     test_split = next((s for s in ("test", "validation") if s in info.splits), None)
     if test_split is None:
         raise DataError(f"tfds dataset {name!r} has neither a 'test' nor a 'validation' split")
@@ -418,7 +423,8 @@ def _tfds_splits(name, data_dir, image_size, train_portion) -> _Splits:
     def dataset(split):
         ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         return ds.map(
-            lambda x, y: (_resize(tf.image.convert_image_dtype(x, tf.float32), image_size), tf.cast(y, tf.int32)),
+            lambda x, y: (_resize(tf.image.convert_image_dtype(x, tf.float32), image_size),
+                          tf.cast(y, tf.int32)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
 
@@ -450,9 +456,11 @@ def _list_class_tree(root):
         if not entry.startswith(".") and os.path.isdir(os.path.join(root, entry))
     )
     if not classes:
-        raise DataError(f"no class subfolders in {root}: expected one subfolder of images per class")
+        raise DataError(
+            f"no class subfolders in {root}: expected one subfolder of images per class")
     if len(classes) < 2:
-        raise DataError(f"only one class ({classes[0]!r}) in {root}: need at least 2 class subfolders")
+        raise DataError(
+            f"only one class ({classes[0]!r}) in {root}: need at least 2 class subfolders")
     files, labels = [], []
     for label, name in enumerate(classes):
         class_files = _image_files(os.path.join(root, name))
@@ -468,7 +476,8 @@ def _image_files(directory):
     found = []
     for parent, dirs, names in os.walk(directory):
         dirs.sort()  # os.walk order is arbitrary; sorting keeps splits reproducible
-        found += [os.path.join(parent, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)]
+        found += [os.path.join(parent, n) for n in sorted(names)
+                  if n.lower().endswith(IMAGE_EXTENSIONS)]
     return found
 
 

@@ -260,7 +260,8 @@ def test_tfds_from_local_data_dir(tmp_path, name):
 
     data_dir = str(tmp_path)
     fake_prepared_tfds(data_dir, name, num_train=16, num_test=8)
-    mock = tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=data_dir)
+    mock = tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_FILES,
+                                  data_dir=data_dir)
     with mock:
         loaded = data.load_search_data(f"tfds:{name}", 4, data_dir=data_dir)
         images, labels = first_batch(loaded.search_train)
@@ -303,7 +304,8 @@ def test_each_epoch_is_a_new_seeded_permutation():
     epochs = [values[i:i + 10] for i in (0, 10, 20)]
     assert all(sorted(e) == list(range(10)) for e in epochs)
     assert epochs[0] != epochs[1] or epochs[1] != epochs[2]
-    assert values == [int(v) for v in data._reshuffled_forever(tf.data.Dataset.range(10), 10, seed=5).take(30)]
+    again = data._reshuffled_forever(tf.data.Dataset.range(10), 10, seed=5)
+    assert values == [int(v) for v in again.take(30)]
 
 
 def test_order_ignores_the_global_seed():
