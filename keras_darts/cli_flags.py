@@ -15,7 +15,7 @@ import os
 
 from absl import flags
 
-from keras_darts import edas, eval_net, msr, ops, runtime, search_step, selection, train_step
+from keras_darts import data, edas, eval_net, msr, ops, runtime, search_step, selection, train_step
 from keras_darts.config import SearchConfig, TrainConfig
 from keras_darts.errors import ConfigError
 from keras_darts.selection import perturbation
@@ -265,6 +265,11 @@ def define_train_flags(fv=FLAGS):
     _define_data_flags(d, fv)
     flags.DEFINE_integer("cutout", d.cutout, "Side (pixels) of the square cutout zeroes in "
                          "every training image; 0 = no cutout.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_enum("augmentation", d.augmentation, list(data.TRAIN_AUGMENTATIONS),
+                      "Training augmentation: 'crop_flip' (pad, random crop, flip: the CIFAR "
+                      "recipe) or 'imagenet' (random resized crop, flip, colour jitter; test "
+                      "images resized to 8/7 of --image_size and centre-cropped: the ImageNet "
+                      "recipe).", flag_values=fv)
     # Network.
     flags.DEFINE_enum("network", d.network, list(eval_net.NETWORKS),
                       "'cifar' (one 3x3 conv stem, NetworkCIFAR) or 'imagenet' (three "

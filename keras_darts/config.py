@@ -137,6 +137,7 @@ class TrainConfig(_JsonRecord):
     image_size: int = 0          # 0 = the dataset's own size.
     crop_padding: int = -1       # -1 = max(1, image_size // 8).
     cutout: int = 16             # Side of the cutout square in pixels; 0 = no cutout.
+    augmentation: str = "crop_flip"  # Or "imagenet" (the ImageNet recipe), data.py.
     # Network (keras_darts.eval_net).
     network: str = "cifar"
     channels: int = 36

@@ -34,6 +34,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from keras_darts import imagenet_aug
 from keras_darts.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -62,6 +63,10 @@ CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 # Cutout's seed: the element's augmentation seed folded with this (crop and flip
 # split the same seed, so the streams stay independent).
 _CUTOUT_STREAM = 2
+
+# Training augmentations of `load_train_data`: DARTS's pad-and-crop + flip, or
+# the ImageNet recipe's random resized crop + flip + colour jitter.
+TRAIN_AUGMENTATIONS = ("crop_flip", "imagenet")
 
 # Mirroring a digit or letter makes a different (or no) symbol.
 _NO_FLIP_TFDS = frozenset({"mnist", "emnist", "kmnist", "binarized_mnist", "svhn_cropped"})
@@ -125,7 +130,8 @@ class TrainData:
 
 @dataclasses.dataclass(frozen=True)
 class _Splits:
-    """What a source provides: unbatched (image float32 in [0, 1], label int32)."""
+    """What a source provides: unbatched (image float32 in [0, 1], label int32),
+    sized as its `_Sizing` says; `image_shape` is the size the network sees."""
 
     search_train: tf.data.Dataset
     search_val: tf.data.Dataset
@@ -185,11 +191,11 @@ def load_search_data(
     _check_arguments(batch_size, image_size, crop_padding, eval_batch_size)
     if not 0.0 < train_portion < 1.0:
         raise DataError(f"--train_portion must be strictly between 0 and 1, got {train_portion!r}")
-    splits = _load_splits(spec, data_dir, image_size, train_portion)
+    splits = _load_splits(spec, data_dir, _Sizing(image_size), train_portion)
     _check_split_sizes(splits, batch_size)
     info = _dataset_info(spec, splits, splits.search_train)
-    train_args = dict(batch_size=batch_size, seed=seed, pad=_crop_padding(crop_padding, info),
-                      info=info)
+    train_args = dict(batch_size=batch_size, seed=seed, info=info,
+                      transform=_crop_flip(_crop_padding(crop_padding, info), info))
     eval_batch_size = eval_batch_size or batch_size
     train_from = functools.partial(_train_pipeline, splits.search_train,
                                    splits.num_search_train, stream=0, **train_args)
@@ -216,14 +222,25 @@ def load_train_data(
     crop_padding: int | None = None,
     cutout: int = 0,
     eval_batch_size: int | None = None,
+    augmentation: str = "crop_flip",
 ) -> TrainData:
     """Validate `spec` and build the pipelines that train a network on the whole
-    train split (random crop, flip where it fits, then `cutout`) and test it on
-    the test split.  Same sources and statistics rules as `load_search_data`."""
+    train split and test it on the test split.  Same sources and statistics
+    rules as `load_search_data`.
+
+    augmentation: `crop_flip` (pad, random crop, flip where it fits) or
+    `imagenet` (the ImageNet recipe, `imagenet_aug`: train images keep their
+    size until the random resized crop; test images are resized and
+    centre-cropped); then `cutout` (0: none) on the normalised images.
+    """
     _check_arguments(batch_size, image_size, crop_padding, eval_batch_size)
     if cutout < 0:
         raise DataError(f"cutout size must be >= 0, got {cutout!r}")
-    splits = _load_splits(spec, data_dir, image_size)
+    if augmentation not in TRAIN_AUGMENTATIONS:
+        raise DataError(f"--augmentation must be one of {list(TRAIN_AUGMENTATIONS)}, "
+                        f"got {augmentation!r}")
+    recipe = augmentation == "imagenet"
+    splits = _load_splits(spec, data_dir, _Sizing(image_size, native_train=recipe))
     num_train = splits.num_search_train + splits.num_search_val
     if num_train < batch_size:
         raise DataError(f"the train split has only {num_train} images but the batch size is "
@@ -231,11 +248,15 @@ def load_train_data(
     _check_test_split(splits)
     train = splits.search_train.concatenate(splits.search_val)  # The halves, in order.
     info = _dataset_info(spec, splits, train)
+    if recipe:
+        size = info.image_shape[0]
+        transform = lambda image, s: imagenet_aug.train_transform(image, s, size, info.flip)
+    else:
+        transform = _crop_flip(_crop_padding(crop_padding, info), info)
     return TrainData(
         info=info,
         train=_train_pipeline(train, num_train, batch_size=batch_size, seed=seed, stream=2,
-                              pad=_crop_padding(crop_padding, info), info=info,
-                              cutout_size=cutout),
+                              transform=transform, info=info, cutout_size=cutout),
         test=_eval_pipeline(splits.test, eval_batch_size or batch_size, info),
     )
 
@@ -245,7 +266,10 @@ def _dataset_info(spec, splits, stats_source) -> DatasetInfo:
     if splits.mean is not None:
         mean, std = splits.mean, splits.std
     else:
-        mean, std = _channel_stats(stats_source, splits.image_shape[-1])
+        # Train images of native size (ImageNet recipe) are resized to measure them.
+        size = splits.image_shape[0]
+        sized = stats_source.map(lambda x, y: (_resize(x, size), y))
+        mean, std = _channel_stats(sized, splits.image_shape[-1])
     return DatasetInfo(
         name=spec,
         image_shape=tuple(splits.image_shape),
@@ -264,6 +288,11 @@ def _crop_padding(crop_padding, info):
     return crop_padding if crop_padding is not None else max(1, info.image_shape[0] // 8)
 
 
+def _crop_flip(pad, info):
+    """The DARTS augmentation as a pipeline transform: (image, seed) -> image."""
+    return lambda image, seed: augment(image, seed, pad, info.flip)
+
+
 # --------------------------------------------------------------------------
 # Argument and spec checks
 
@@ -279,21 +308,21 @@ def _check_arguments(batch_size, image_size, crop_padding, eval_batch_size):
         raise DataError(f"crop padding must be >= 0, got {crop_padding!r}")
 
 
-def _load_splits(spec, data_dir, image_size, train_portion=0.5) -> _Splits:
+def _load_splits(spec, data_dir, sizing, train_portion=0.5) -> _Splits:
     spec_text = spec.strip() if isinstance(spec, str) else ""
     if spec_text == "digits":
-        return _digits_splits(image_size, train_portion)
+        return _digits_splits(sizing, train_portion)
     kind, sep, arg = spec_text.partition(":")
     if sep and kind == "tfds":
         if not arg:
             raise DataError(
                 f"'tfds:' needs a dataset name, e.g. 'tfds:cifar10'; {describe_specs()}")
-        return _tfds_splits(arg, data_dir, image_size, train_portion)
+        return _tfds_splits(arg, data_dir, sizing, train_portion)
     if sep and kind == "folder":
         if not arg:
             raise DataError(
                 f"'folder:' needs a path, e.g. 'folder:/data/flowers'; {describe_specs()}")
-        return _folder_splits(arg, image_size, train_portion)
+        return _folder_splits(arg, sizing, train_portion)
     raise DataError(f"unknown dataset {spec!r}; {describe_specs()}")
 
 
@@ -329,6 +358,26 @@ def _resize(image, image_size):
     return image
 
 
+@dataclasses.dataclass(frozen=True)
+class _Sizing:
+    """How a source sizes its images.  Every split resized to `size` x `size`
+    (None: the source's size), or with `native_train` (ImageNet recipe) train
+    images left as they are (the augmentation crops and resizes them) and test
+    images resized and centre-cropped to `size` x `size`."""
+
+    size: int | None = None
+    native_train: bool = False
+
+    def train(self, image, size):
+        """One train image for a network input of `size` (the source's default size)."""
+        return image if self.native_train else _resize(image, size)
+
+    def test(self, image, size):
+        if self.native_train:
+            return imagenet_aug.test_transform(image, size)
+        return _resize(image, size)
+
+
 def _split_sizes(n, train_portion):
     """Sizes of (search-train, search-val) for a train split of n images:
     floor(n * train_portion) (0.5: n // 2), robust to float round-off."""
@@ -336,7 +385,7 @@ def _split_sizes(n, train_portion):
     return n_train, n - n_train
 
 
-def _digits_splits(image_size, train_portion) -> _Splits:
+def _digits_splits(sizing, train_portion) -> _Splits:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -347,15 +396,15 @@ def _digits_splits(image_size, train_portion) -> _Splits:
     n_train, n_val = _split_sizes(len(train_idx), train_portion)
     parts = (train_idx[:n_train], train_idx[n_train:], test_idx)
 
-    def dataset(idx):
-        ds = tf.data.Dataset.from_tensor_slices((images[idx], labels[idx]))
-        if image_size is not None and image_size != images.shape[1]:
-            ds = ds.map(lambda x, y: (_resize(x, image_size), y))
-        return ds
+    size = sizing.size or images.shape[1]
 
-    size = image_size or images.shape[1]
+    def dataset(idx, resize):
+        ds = tf.data.Dataset.from_tensor_slices((images[idx], labels[idx]))
+        return ds.map(lambda x, y: (resize(x, size), y))
+
     return _Splits(
-        *(dataset(idx) for idx in parts),
+        dataset(parts[0], sizing.train), dataset(parts[1], sizing.train),
+        dataset(parts[2], sizing.test),
         num_search_train=n_train,
         num_search_val=n_val,
         num_test=len(test_idx),
@@ -397,7 +446,7 @@ def _tfds_builder(name, data_dir):
     return builder
 
 
-def _tfds_splits(name, data_dir, image_size, train_portion) -> _Splits:
+def _tfds_splits(name, data_dir, sizing, train_portion) -> _Splits:
     builder = _tfds_builder(name, data_dir)
     info = builder.info
     keys = info.supervised_keys
@@ -410,8 +459,10 @@ def _tfds_splits(name, data_dir, image_size, train_portion) -> _Splits:
             f"tfds dataset {name!r} is not an image dataset (feature shape {image_shape})")
     if not hasattr(label_feature, "num_classes"):
         raise DataError(f"tfds dataset {name!r} has no class labels to classify")
-    if None in image_shape[:2] and image_size is None:
-        raise DataError(f"tfds dataset {name!r} has images of varying size; pass --image_size")
+    if sizing.size is None and (None in image_shape[:2]
+                                or (sizing.native_train and image_shape[0] != image_shape[1])):
+        raise DataError(f"tfds dataset {name!r} has images of varying or non-square size; "
+                        "pass --image_size")
 
     if "train" not in info.splits:
         raise DataError(
@@ -420,32 +471,36 @@ def _tfds_splits(name, data_dir, image_size, train_portion) -> _Splits:
     if test_split is None:
         raise DataError(f"tfds dataset {name!r} has neither a 'test' nor a 'validation' split")
 
-    def dataset(split):
+    height, width, channels = image_shape
+    if sizing.size is not None:
+        height = width = sizing.size
+    elif sizing.native_train:  # Its test transform needs a size even for fixed-size sources.
+        sizing = dataclasses.replace(sizing, size=height)
+
+    def dataset(split, resize):
         ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
         return ds.map(
-            lambda x, y: (_resize(tf.image.convert_image_dtype(x, tf.float32), image_size),
+            lambda x, y: (resize(tf.image.convert_image_dtype(x, tf.float32), sizing.size),
                           tf.cast(y, tf.int32)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
 
-    height, width, channels = image_shape
-    if image_size is not None:
-        height = width = image_size
     base_name = name.split("/")[0].split(":")[0]
     is_cifar10 = base_name == "cifar10"
     n_train, n_val = _split_sizes(info.splits["train"].num_examples, train_portion)
+    is_imagenet = base_name.startswith("imagenet")
     return _Splits(
-        dataset(f"train[:{n_train}]"),
-        dataset(f"train[{n_train}:]"),
-        dataset(test_split),
+        dataset(f"train[:{n_train}]", sizing.train),
+        dataset(f"train[{n_train}:]", sizing.train),
+        dataset(test_split, sizing.test),
         num_search_train=n_train,
         num_search_val=n_val,
         num_test=info.splits[test_split].num_examples,
         image_shape=(height, width, channels),
         class_names=tuple(str(n) for n in label_feature.names),
         flip=base_name not in _NO_FLIP_TFDS,
-        mean=CIFAR10_MEAN if is_cifar10 else None,
-        std=CIFAR10_STD if is_cifar10 else None,
+        mean=CIFAR10_MEAN if is_cifar10 else imagenet_aug.MEAN if is_imagenet else None,
+        std=CIFAR10_STD if is_cifar10 else imagenet_aug.STD if is_imagenet else None,
     )
 
 
@@ -498,13 +553,13 @@ def _short_reason(err):
     return lines[0] if lines else "not a valid image file"
 
 
-def _load_file(path, image_size):
+def _load_file(path, resize, image_size):
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image.set_shape((None, None, 3))
-    return _resize(tf.image.convert_image_dtype(image, tf.float32), image_size)
+    return resize(tf.image.convert_image_dtype(image, tf.float32), image_size)
 
 
-def _folder_splits(path, image_size, train_portion) -> _Splits:
+def _folder_splits(path, sizing, train_portion) -> _Splits:
     root = os.path.expanduser(path)
     if not os.path.exists(root):
         raise DataError(f"dataset folder {path} does not exist")
@@ -534,20 +589,23 @@ def _folder_splits(path, image_size, train_portion) -> _Splits:
     parts = [([train_files[i] for i in idx], train_labels[idx]) for idx in part_idx]
     parts.append((list(test_files), np.asarray(test_labels)))
 
-    size = image_size or FOLDER_DEFAULT_IMAGE_SIZE
+    size = sizing.size or FOLDER_DEFAULT_IMAGE_SIZE
     all_files = [f for part_files, _ in parts for f in part_files]
-    in_memory = len(all_files) * size * size * 3 * 4 <= _MAX_IN_MEMORY_BYTES
+    # Native-size train images (ImageNet recipe) are decoded again for every use.
+    in_memory = (not sizing.native_train
+                 and len(all_files) * size * size * 3 * 4 <= _MAX_IN_MEMORY_BYTES)
     decoded = _validate_images(all_files, size if in_memory else None)
 
     datasets, start = [], 0
-    for part_files, part_labels in parts:
+    resizes = (sizing.train, sizing.train, sizing.test)
+    for (part_files, part_labels), resize in zip(parts, resizes):
         if in_memory:
             images = decoded[start:start + len(part_files)]
             ds = tf.data.Dataset.from_tensor_slices((images, part_labels))
         else:
             ds = tf.data.Dataset.from_tensor_slices((part_files, part_labels)).map(
-                lambda f, y: (_load_file(f, size), y), num_parallel_calls=tf.data.AUTOTUNE
-            )
+                lambda f, y, resize=resize: (_load_file(f, resize, size), y),
+                num_parallel_calls=tf.data.AUTOTUNE)
         datasets.append(ds)
         start += len(part_files)
     return _Splits(
@@ -666,9 +724,12 @@ def _reshuffled_forever(ds, buffer, seed, first_epoch=0):
     return forever.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
-def _train_pipeline(ds, count, start_batch=0, *, batch_size, seed, stream, pad, info,
+def _train_pipeline(ds, count, start_batch=0, *, batch_size, seed, stream, transform, info,
                     cutout_size=0):
-    """The infinite augmented batch stream, from batch `start_batch` on."""
+    """The infinite augmented batch stream, from batch `start_batch` on.
+
+    transform(image, seed) -> the augmented image of `info.image_shape`.
+    """
     shuffle_seed, aug_seed = _stream_seeds(seed, stream)
     image_bytes = 4 * int(np.prod(info.image_shape))
     buffer = max(1, min(count, _MAX_SHUFFLE_BYTES // image_bytes))
@@ -679,7 +740,7 @@ def _train_pipeline(ds, count, start_batch=0, *, batch_size, seed, stream, pad, 
         # One seed per element (the running index never repeats across epochs),
         # so the augmentation is random per step but fixed given `seed`.
         element_seed = tf.random.experimental.stateless_fold_in(aug_seed, index)
-        image = tf.ensure_shape(augment(image, element_seed, pad, info.flip), shape)
+        image = tf.ensure_shape(transform(image, element_seed), shape)
         image = _normalize(image, info)
         if cutout_size:
             cutout_seed = tf.random.experimental.stateless_fold_in(element_seed, _CUTOUT_STREAM)

@@ -91,7 +91,8 @@ class TrainRun:
             cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
             image_size=cfg.image_size or None, seed=cfg.seed,
             crop_padding=None if cfg.crop_padding < 0 else cfg.crop_padding,
-            cutout=cfg.cutout, eval_batch_size=cfg.eval_batch_size or None)
+            cutout=cfg.cutout, eval_batch_size=cfg.eval_batch_size or None,
+            augmentation=cfg.augmentation)
         data_lib.check_image_size(min(self.data.info.image_shape[:2]), _reductions(cfg))
         self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(cfg.batch_size)
 

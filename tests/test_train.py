@@ -230,6 +230,7 @@ def test_train_flagfiles_carry_the_papers_settings():
             imagenet.grad_clip, imagenet.label_smoothing, imagenet.auxiliary_weight) == \
         ("imagenet", 48, 14, 224, 0.0, 0, 250, 128, 0.1, "exponential", 0.97, 3e-5, 5.0, 0.1,
          0.4)
+    assert (imagenet.augmentation, cifar.augmentation) == ("imagenet", "crop_flip")
     quick = configs["train_quickstart.cfg"]
     assert quick.dataset == "digits" and quick.genotype == "runs/quickstart/genotype.json"
     # The quickstart size keeps the auxiliary head: 32x32 -> cell 3 of 5 outputs 8x8.
