@@ -330,8 +330,11 @@ class BilevelSearch:
                 "grad_norm": totals["grad_norm"]}
 
     def _replica_evaluate(self, images, labels, edge_modes=None):
+        # With the fixed rows: after DARTS-PT's projection the supernet is the
+        # projected one (it was tuned so); before any, this is softmax(alpha).
+        mixing = self._mixing(fixed_rows=edge_modes is None)
         return _eval_sums(labels, self.model(images, training=False, edge_modes=edge_modes,
-                                             **self._mixing(fixed_rows=False)))
+                                             **mixing))
 
     def _replica_evaluate_mixed(self, images, labels, edge_weights):
         return _eval_sums(labels, self.model(images, training=True, edge_weights=edge_weights))

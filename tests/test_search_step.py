@@ -292,3 +292,29 @@ def test_fixed_rows_get_no_alpha_gradient_and_are_used():
     after = net.alpha_normal.numpy()
     np.testing.assert_array_equal(after[0], before[0])  # No gradient, no decay: unchanged.
     assert not np.allclose(after[1:], before[1:])
+
+
+def test_evaluation_uses_the_fixed_rows():
+    """After DARTS-PT's projection the supernet the run reports on (test
+    accuracy) is the projected one it was tuned as, not plain softmax(alpha)."""
+    keras.utils.set_random_seed(0)
+    net = SearchNetwork(10, channels=4, num_layers=3, num_nodes=2, input_shape=(8, 8, 3))
+    search = BilevelSearch(net, tf.distribute.get_strategy(), 4)
+    rng = np.random.default_rng(1)
+    images = tf.constant(rng.standard_normal((4, 8, 8, 3)).astype(np.float32))
+    labels = tf.constant(rng.integers(0, 10, 4).astype(np.int32))
+    plain_loss = float(search.evaluate((images, labels))[0])
+    np.testing.assert_allclose(plain_loss, _sum_ce(labels, net(images, training=False)),
+                               rtol=1e-5)
+    eye = np.eye(len(net.primitives), dtype=np.float32)
+    fixed = {"normal": {0: eye[4], 1: np.zeros(len(net.primitives), np.float32)},
+             "reduce": {2: eye[3]}}
+    search.fix_rows(fixed)
+    loss = float(search.evaluate((images, labels))[0])
+    expected = _sum_ce(labels, net(images, training=False, edge_weights=search._mixing_weights()))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert abs(loss - plain_loss) > 1e-4
+
+
+def _sum_ce(labels, logits):
+    return float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)))
