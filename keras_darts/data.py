@@ -123,6 +123,8 @@ class TrainData:
     info: DatasetInfo
     train: tf.data.Dataset  # the whole train split: infinite, batched, augmented
     test: tf.data.Dataset  # finite, batched, not augmented
+    # train_from(n): the same stream without its first n batches (a resumed run).
+    train_from: Callable[[int], tf.data.Dataset] = dataclasses.field(repr=False)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.info.num_train // batch_size
@@ -253,11 +255,14 @@ def load_train_data(
         transform = lambda image, s: imagenet_aug.train_transform(image, s, size, info.flip)
     else:
         transform = _crop_flip(_crop_padding(crop_padding, info), info)
+    train_from = functools.partial(_train_pipeline, train, num_train, batch_size=batch_size,
+                                   seed=seed, stream=2, transform=transform, info=info,
+                                   cutout_size=cutout)
     return TrainData(
         info=info,
-        train=_train_pipeline(train, num_train, batch_size=batch_size, seed=seed, stream=2,
-                              transform=transform, info=info, cutout_size=cutout),
+        train=train_from(0),
         test=_eval_pipeline(splits.test, eval_batch_size or batch_size, info),
+        train_from=train_from,
     )
 
 

@@ -316,3 +316,20 @@ def test_order_ignores_the_global_seed():
     keras.utils.set_random_seed(123)
     b = first_batch(data.load_search_data("digits", 32, seed=3).search_train)[1]
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("start", [3, 185])  # 185 x 8 crosses an epoch of every stream.
+def test_streams_from_a_step_equal_the_streams_after_that_many_batches(start):
+    """What resume relies on: stream_from(n) == the stream without its first n batches."""
+    search = data.load_search_data("digits", 8, seed=3)
+    train = data.load_train_data("digits", 8, seed=3, cutout=4)
+    for full, skipped in ((search.search_train, search.search_train_from),
+                          (search.search_val, search.search_val_from),
+                          (train.train, train.train_from)):
+        expected = list(full.skip(start).take(2))
+        got = list(skipped(start).take(2))
+        for (x_e, y_e), (x_g, y_g) in zip(expected, got):
+            np.testing.assert_array_equal(x_g.numpy(), x_e.numpy())
+            np.testing.assert_array_equal(y_g.numpy(), y_e.numpy())
+    assert not np.array_equal(next(iter(train.train_from(start)))[0].numpy(),
+                              next(iter(train.train))[0].numpy())
