@@ -7,6 +7,7 @@ in everything collective (steps, evaluations, checkpoint saves), so they write
 into a private temporary directory that `WorkerOutput.cleanup` deletes.
 """
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -125,7 +126,13 @@ def exits_at_once():
     printed).  A normal interpreter exit garbage-collects TF functions, which
     under the cluster's eager context waits for the other workers, which are
     exiting too: each stalled until the coordination service's heartbeat
-    timeout (~60 s, measured).  Everything the run writes is closed by then."""
+    timeout (~60 s, measured); so do TF's exit handlers.  Everything the run
+    writes is closed by then.  The temporary files of the process (e.g.
+    autograph's, which an exit handler would delete) go to a private
+    directory deleted at the end either way."""
+    private = tempfile.mkdtemp(prefix="keras_darts_process_")
+    atexit.register(shutil.rmtree, private, True)  # Runs last: after TF's own handlers.
+    tempfile.tempdir = private
     code = 0
     try:
         yield
@@ -139,6 +146,7 @@ def exits_at_once():
         traceback.print_exc()
         code = 1
     if _joined:
+        shutil.rmtree(private, ignore_errors=True)
         std_logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

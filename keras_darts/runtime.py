@@ -84,9 +84,15 @@ def resolve_strategy(name, cluster=None, num_gpus=None):
     TF_CONFIG) and `num_gpus` (default: the visible GPUs) are for tests."""
     if name not in STRATEGIES:
         raise ConfigError(f"--strategy must be one of {STRATEGIES}, got {name!r}")
+    if name in ("default", "mirrored"):
+        return name
     if cluster is None:
-        cluster = cluster_lib.current()  # Raises on a malformed TF_CONFIG, whatever the name.
-    if name != "auto":
+        cluster = cluster_lib.current()  # Raises on a malformed TF_CONFIG.
+    if name == "multi_worker":
+        if cluster is cluster_lib.SINGLE:
+            raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment "
+                              "variable to describe the cluster and this task (README: "
+                              "'Several GPUs and several machines')")
         return name
     if cluster.num_workers > 1:
         return "multi_worker"
@@ -109,10 +115,6 @@ def make_strategy(name):
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if not os.environ.get("TF_CONFIG", "").strip():
-        raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                          "to describe the cluster and this task (README: 'Several GPUs and "
-                          "several machines')")
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     cluster_lib.mark_joined()
     return strategy
