@@ -214,9 +214,9 @@ def _criterion_changes(flag_values):
 
 
 def _selection_strategy(saved):
-    """A search run by a cluster is selected from where the selection runs: one
-    process unless TF_CONFIG describes a cluster again (`auto`)."""
-    return "auto" if saved.strategy == "multi_worker" else saved.strategy
+    """Selection runs in one process: a search run by a cluster (or by `auto`,
+    which may have meant one) is selected on every local device."""
+    return "mirrored" if saved.strategy in ("multi_worker", "auto") else saved.strategy
 
 
 def to_select_config(saved, flag_values=FLAGS):
