@@ -225,21 +225,21 @@ class SearchRun:
                 continue
             logging.info("resumed from %s (epoch %d done, step %d)", path,
                          int(self.epoch.numpy()), int(self.global_step.numpy()))
-            self._check_workers_agree(path)
             return path
         raise ConfigError(f"cannot restore the supernet from {directory}: no checkpoint there "
                           "is readable and matches this configuration (see the warnings)")
 
-    def _check_workers_agree(self, path):
-        """Under multi_worker: every worker restored the same step (else they read
-        different directories, e.g. --output_dir is not shared)."""
+    def _check_workers_agree(self):
+        """Under multi_worker: every worker starts at the same step (else they read
+        different checkpoints, or some none: --output_dir is not shared)."""
         if self.cluster.num_workers == 1:
             return
         steps = self._gather([float(self.global_step.numpy())])
         if steps.min() != steps.max():
-            raise ConfigError(f"the workers resumed from different steps ({steps.min():.0f} "
-                              f"to {steps.max():.0f}; this one read {path}): --output_dir "
-                              "must be the same directory, on a filesystem every worker sees")
+            raise ConfigError(f"the workers start at different steps ({steps.min():.0f} to "
+                              f"{steps.max():.0f}; this one at {int(self.global_step.numpy())})"
+                              ": --output_dir must be the same directory, on a filesystem "
+                              "every worker sees")
 
     def save(self):
         """Checkpoint numbered by the step count (TF's own write is atomic: a crash
@@ -262,7 +262,9 @@ class SearchRun:
         the checkpoint loaded."""
         self.prepare()
         self.build()
-        return self.restore(os.path.join(source_dir, "checkpoints"))
+        path = self.restore(os.path.join(source_dir, "checkpoints"))
+        self._check_workers_agree()
+        return path
 
     # -- loop ----------------------------------------------------------------
     def run(self):
@@ -280,6 +282,7 @@ class SearchRun:
         self.build()
         if self.resume:
             self.restore()
+        self._check_workers_agree()
         cfg = self.config
         mixing = ("MSR-DARTS: alphas unused, per-cell softmax(-srank) mixing" if self.is_msr
                   else f"alphas 2 x {tuple(self.model.alpha_normal.shape)}")
@@ -388,7 +391,7 @@ class SearchRun:
 
     def _stop_signal(self):
         """The SIGINT/SIGTERM that stops the run at this step boundary (0: none).
-        Under multi_worker, any worker's: an all-reduce, called at the same points
+        Under multi_worker, any worker's: an all-gather, called at the same points
         on every worker, so all save at the same step and stop together (a worker
         that went on alone would wait forever in the next step's collectives)."""
         if self.cluster.num_workers == 1:

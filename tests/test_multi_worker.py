@@ -44,7 +44,9 @@ def _free_ports(count):
 
 
 def _run_cluster(out, tmpdir, sigterm_worker=None, timeout=300):
-    """Runs the tiny search on 2 localhost workers; returns ([exit codes], [logs])."""
+    """Runs the tiny search on 2 localhost workers; returns ([exit codes], [logs]).
+    `out`: the --output_dir of both, or a list of one per worker."""
+    outs = out if isinstance(out, list) else [out, out]
     hosts = [f"localhost:{port}" for port in _free_ports(2)]
     procs = []
     for index in range(2):
@@ -52,7 +54,7 @@ def _run_cluster(out, tmpdir, sigterm_worker=None, timeout=300):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO, TMPDIR=str(tmpdir),
                    TF_CONFIG=json.dumps(tf_config))
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "keras_darts.search", *TINY, f"--output_dir={out}",
+            [sys.executable, "-m", "keras_darts.search", *TINY, f"--output_dir={outs[index]}",
              "--strategy=multi_worker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True))
     logs = [[], []]
@@ -127,3 +129,11 @@ def test_two_workers_equal_one_process_and_survive_sigterm(tmp_path):
     assert {"search/loss/train", "alphas/normal", "eval/test_accuracy"} <= event_tags(
         str(out / "tensorboard"))
     assert sorted(os.listdir(out / "genotypes")) == ["epoch_001.json", "epoch_002.json"]
+
+    # Workers that do not see the same --output_dir (here: worker 1 an empty one)
+    # would start at different steps: both refuse, instead of hanging.
+    other = tmp_path / "not_shared"
+    codes, logs = _run_cluster([out, other], tmpdir, timeout=120)
+    assert codes == [2, 2], logs[0][-3000:] + logs[1][-3000:]
+    for log in logs:
+        assert "start at different steps (0 to 6" in log
