@@ -76,8 +76,8 @@ def _define_runtime_flags(d, fv):
                          flag_values=fv)
     flags.DEFINE_enum("strategy", d.strategy, list(runtime.STRATEGIES),
                       "tf.distribute strategy: 'default' (one device), 'mirrored' (all "
-                      "local GPUs), 'multi_worker' (every GPU of every worker of the cluster "
-                      "in TF_CONFIG; README 'Several GPUs and several machines'), 'auto' "
+                      "local GPUs), 'multi_worker' (search only: every GPU of every worker of "
+                      "the TF_CONFIG cluster; README 'Several GPUs and several machines'), 'auto' "
                       "(multi_worker if TF_CONFIG names several tasks, else mirrored with "
                       "more than one GPU, else default).", flag_values=fv)
     flags.DEFINE_enum("graph_optimizer", d.graph_optimizer,
