@@ -66,7 +66,6 @@ def all_reduce_sum(grads):
     return out
 
 
-
 def make_gather(strategy):
     """A function: this worker's float vector (the same length on every worker) ->
     a numpy array [replicas, length] of every replica's copy, from every worker.
