@@ -75,8 +75,11 @@ def _define_runtime_flags(d, fv):
     flags.DEFINE_boolean("resume", False, "Continue from the latest checkpoint in --output_dir.",
                          flag_values=fv)
     flags.DEFINE_enum("strategy", d.strategy, list(runtime.STRATEGIES),
-                      "tf.distribute strategy: 'default' (one device) or 'mirrored' "
-                      "(all local GPUs).", flag_values=fv)
+                      "tf.distribute strategy: 'default' (one device), 'mirrored' (all "
+                      "local GPUs), 'multi_worker' (search only: every GPU of every worker of "
+                      "the TF_CONFIG cluster; README 'Several GPUs and several machines'), 'auto' "
+                      "(multi_worker if TF_CONFIG names several tasks, else mirrored with "
+                      "more than one GPU, else default).", flag_values=fv)
     flags.DEFINE_enum("graph_optimizer", d.graph_optimizer,
                       list(runtime.GRAPH_OPTIMIZER_MODES),
                       "Grappler effort: 'fast_compile' (CPU default), 'full', 'auto'.",
@@ -210,12 +213,19 @@ def _criterion_changes(flag_values):
     return changes
 
 
+def _selection_strategy(saved):
+    """Selection runs in one process: a search run by a cluster (or by `auto`,
+    which may have meant one) is selected on every local device."""
+    return "mirrored" if saved.strategy in ("multi_worker", "auto") else saved.strategy
+
+
 def to_select_config(saved, flag_values=FLAGS):
     """The search's saved config with this selection's settings and output dir."""
     selected = flag_values.selection
     if saved.method == "msr" and not flag_values["selection"].present:
         selected = msr.SELECTION
     return dataclasses.replace(saved, selection=selected, output_dir=flag_values.output_dir,
+                               strategy=_selection_strategy(saved),
                                **_criterion_changes(flag_values))
 
 
@@ -236,7 +246,7 @@ def to_compare_configs(saved, flag_values=FLAGS):
     changes = _criterion_changes(flag_values)
     return {name: dataclasses.replace(saved, selection=name,
                                       output_dir=os.path.join(flag_values.output_dir, name),
-                                      **changes)
+                                      strategy=_selection_strategy(saved), **changes)
             for name in names}
 
 

@@ -6,10 +6,11 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.protobuf import rewriter_config_pb2
 
+from keras_darts import cluster as cluster_lib
 from keras_darts.errors import ConfigError
 
 GRAPH_OPTIMIZER_MODES = ("auto", "fast_compile", "full")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 
 def configure_graph_optimizer(mode="auto"):
@@ -76,10 +77,44 @@ def configure_threads(eager_steps=False):
     return True
 
 
+def resolve_strategy(name, cluster=None, num_gpus=None):
+    """The concrete strategy `name` stands for: `auto` is `multi_worker` when
+    TF_CONFIG describes a cluster of several tasks, else `mirrored` with more
+    than one GPU, else `default`.  `cluster` (a `cluster.Cluster`, default: from
+    TF_CONFIG) and `num_gpus` (default: the visible GPUs) are for tests."""
+    if name not in STRATEGIES:
+        raise ConfigError(f"--strategy must be one of {STRATEGIES}, got {name!r}")
+    if name in ("default", "mirrored"):
+        return name
+    if cluster is None:
+        cluster = cluster_lib.current()  # Raises on a malformed TF_CONFIG.
+    if name == "multi_worker":
+        if cluster is cluster_lib.SINGLE:
+            raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment "
+                              "variable to describe the cluster and this task (README: "
+                              "'Several GPUs and several machines')")
+        return name
+    if cluster.num_workers > 1:
+        return "multi_worker"
+    if num_gpus is None:
+        num_gpus = len(tf.config.list_physical_devices("GPU"))
+    return "mirrored" if num_gpus > 1 else "default"
+
+
 def make_strategy(name):
-    """`default` (one device) or `mirrored` (all local GPUs, or the CPU)."""
+    """`default` (one device), `mirrored` (all local GPUs, or the CPU), `multi_worker`
+    (MultiWorkerMirroredStrategy over the TF_CONFIG cluster: every local GPU of
+    every worker) or `auto` (`resolve_strategy`).
+
+    MultiWorkerMirroredStrategy must be created before TensorFlow runs its first
+    op in the process: the search and training create their strategy before
+    anything else touches TF (only thread and Grappler settings come first).
+    """
+    name = resolve_strategy(name)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    raise ConfigError(f"--strategy must be one of {STRATEGIES}, got {name!r}")
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    cluster_lib.mark_joined()
+    return strategy

@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ start-up cha
 
 from absl import app  # noqa: E402
 
-from keras_darts import cli_flags  # noqa: E402
+from keras_darts import cli_flags, cluster  # noqa: E402
 from keras_darts.cli import run_guarded  # noqa: E402
 from keras_darts.trainer import run_search  # noqa: E402
 
@@ -21,10 +21,12 @@ cli_flags.define_search_flags()
 
 def main(argv):
     config = cli_flags.to_search_config()
-    run_guarded("keras_darts.search", argv,
-                lambda: run_search(config, resume=cli_flags.FLAGS.resume),
-                lambda: (f"the last finished epoch is checkpointed in {config.output_dir}/"
-                         "checkpoints: rerun with --resume to continue"))
+    with cluster.exits_at_once():  # A worker of a cluster does not wait at exit.
+        run_guarded("keras_darts.search", argv,
+                    lambda: run_search(config, resume=cli_flags.FLAGS.resume),
+                    lambda: (f"the last finished checkpoint is in {config.output_dir}/"
+                             "checkpoints: rerun with --resume to continue (a cluster "
+                             "resumes by itself)"))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_darts import replicas
 from keras_darts.cells import EDGE_MIXED
 from keras_darts.optim import Adam, MomentumSGD, assign_all
 
@@ -178,31 +179,14 @@ class BilevelSearch:
         return function(batch)
 
     def distribute(self, dataset):
-        """A dataset of global batches -> an iterable of per-replica batches."""
-        if self.strategy.num_replicas_in_sync == 1:
-            return dataset
-        return self.strategy.experimental_distribute_dataset(dataset)
+        """A dataset of global batches -> an iterable of per-replica batches
+        (`replicas.distribute`)."""
+        return replicas.distribute(self.strategy, dataset)
 
     # -- replica functions -----------------------------------------------------
     def _mean_loss(self, labels, logits):
         return tf.nn.compute_average_loss(_cross_entropy(labels, logits),
                                           global_batch_size=self.global_batch_size)
-
-    def _all_reduce(self, grads):
-        """Sums gradients over replicas (a no-op, and no graph nodes, on one replica)."""
-        if self.strategy.num_replicas_in_sync == 1:
-            return grads
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
-
-    def _all_reduce_present(self, grads):
-        """`_all_reduce` of the gradients that exist; None (a variable the loss
-        does not depend on, e.g. an op EDAS did not run) stays None."""
-        present = [i for i, g in enumerate(grads) if g is not None]
-        reduced = self._all_reduce([grads[i] for i in present]) if present else []
-        out = [None] * len(grads)
-        for i, g in zip(present, reduced):
-            out[i] = g
-        return out
 
     def _loss_and_grads(self, images, labels, variables, weight_grads=True, edge_modes=None):
         """Train-mode loss on one batch and its all-reduced gradient w.r.t. `variables` only."""
@@ -212,7 +196,8 @@ class BilevelSearch:
             logits = self.model(images, training=True, weight_grads=weight_grads,
                                 edge_modes=edge_modes, **self._mixing())
             loss = self._mean_loss(labels, logits)
-        grads = self._all_reduce_present(tape.gradient(loss, variables))
+        # None (e.g. an op EDAS did not run) stays None.
+        grads = replicas.all_reduce_sum(tape.gradient(loss, variables))
         return loss, _correct(labels, logits), grads
 
     def _mixing(self, fixed_rows=True):
@@ -313,10 +298,7 @@ class BilevelSearch:
 
     def _run(self, replica_fn, *args):
         """strategy.run, with every output summed over the replicas."""
-        per_replica = self.strategy.run(replica_fn, args=args)
-        return tf.nest.map_structure(
-            lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None),
-            per_replica)
+        return replicas.sum_over_replicas(self.strategy, replica_fn, *args)
 
     def _step_metrics(self, totals):
         batch = float(self.global_batch_size)

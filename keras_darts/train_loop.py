@@ -84,9 +84,15 @@ class TrainRun:
             self._check_resumable()
         if cfg.export_dir:
             serving.check_export_dir(cfg.export_dir)  # Now, not after the last epoch.
+        strategy = runtime.resolve_strategy(cfg.strategy)
+        if strategy == "multi_worker":  # Its chief-only outputs exist for the search only.
+            raise ConfigError(f"keras_darts.train runs on one machine: --strategy="
+                              f"{cfg.strategy} means multi_worker here (TF_CONFIG describes "
+                              "a cluster); use --strategy=mirrored for several local GPUs, "
+                              "or unset TF_CONFIG")
         runtime.configure_threads()
         runtime.configure_graph_optimizer(cfg.graph_optimizer)
-        self.strategy = runtime.make_strategy(cfg.strategy)
+        self.strategy = runtime.make_strategy(strategy)
         self.data = data_lib.load_train_data(
             cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
             image_size=cfg.image_size or None, seed=cfg.seed,

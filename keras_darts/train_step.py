@@ -13,7 +13,7 @@ import math
 
 import tensorflow as tf
 
-from keras_darts import eval_net
+from keras_darts import eval_net, replicas
 from keras_darts.errors import ConfigError
 from keras_darts.optim import MomentumSGD
 from keras_darts.search_step import cosine_lr
@@ -85,10 +85,9 @@ class NetworkTraining:
         return self._evaluate(batch)
 
     def distribute(self, dataset):
-        """A dataset of global batches -> an iterable of per-replica batches."""
-        if self.strategy.num_replicas_in_sync == 1:
-            return dataset
-        return self.strategy.experimental_distribute_dataset(dataset)
+        """A dataset of global batches -> an iterable of per-replica batches
+        (`replicas.distribute`)."""
+        return replicas.distribute(self.strategy, dataset)
 
     # -- replica functions -----------------------------------------------------
     def _replica_step(self, images, labels):
@@ -99,7 +98,8 @@ class NetworkTraining:
                                                 self.hparams.auxiliary_weight)
             loss = tf.nn.compute_average_loss(per_example,
                                               global_batch_size=self.global_batch_size)
-        grads = self._all_reduce(tape.gradient(loss, variables))
+        # None (a weight of a node left out of the concat list) stays None.
+        grads = replicas.all_reduce_sum(tape.gradient(loss, variables))
         # Clip by the global norm of the full-batch gradient, before L2 (reference order).
         grads, grad_norm = tf.clip_by_global_norm(grads, self.hparams.grad_clip)
         self.optimizer.apply(grads, variables)
@@ -107,35 +107,15 @@ class NetworkTraining:
         return {"loss": loss, "correct": _correct(labels, logits),
                 "grad_norm": grad_norm / self.strategy.num_replicas_in_sync}
 
-    def _all_reduce(self, grads):
-        """Sums gradients over replicas.  None (a weight the output does not use,
-        e.g. in a node left out of the genotype's concat list) stays None."""
-        if self.strategy.num_replicas_in_sync == 1:
-            return grads
-        present = [i for i, g in enumerate(grads) if g is not None]
-        reduced = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
-        grads = list(grads)
-        for i, g in zip(present, reduced):
-            grads[i] = g
-        return grads
-
     def _replica_evaluate(self, images, labels):
         logits = self.model(images, training=False)
         return (tf.reduce_sum(eval_net.smoothed_cross_entropy(labels, logits)),
                 _correct(labels, logits), tf.cast(tf.shape(labels)[0], tf.float32))
 
-    def _run(self, replica_fn, *args):
-        """strategy.run, with every output summed over the replicas."""
-        per_replica = self.strategy.run(replica_fn, args=args)
-        return tf.nest.map_structure(
-            lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None),
-            per_replica)
-
     def _distributed_step(self, batch):
-        totals = self._run(self._replica_step, *batch)
+        totals = replicas.sum_over_replicas(self.strategy, self._replica_step, *batch)
         return {"loss": totals["loss"], "grad_norm": totals["grad_norm"],
                 "accuracy": totals["correct"] / float(self.global_batch_size)}
 
     def _distributed_evaluate(self, batch):
-        return self._run(self._replica_evaluate, *batch)
+        return replicas.sum_over_replicas(self.strategy, self._replica_evaluate, *batch)

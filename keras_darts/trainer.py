@@ -18,7 +18,8 @@ from absl import logging
 
 from keras_darts import data as data_lib
 from keras_darts import genotype as genotype_lib
-from keras_darts import edas, msr, runtime, selection
+from keras_darts import cluster as cluster_lib
+from keras_darts import edas, msr, replicas, runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError, Interrupted
 from keras_darts.fileio import atomic_write_text, write_json
@@ -80,8 +81,9 @@ class _StopOnSignal:
         return False
 
 
-def _check_relaxation(cfg):
-    """EDAS settings only with --relaxation=single_edge, and what it cannot do."""
+def _check_relaxation(cfg, strategy):
+    """EDAS settings only with --relaxation=single_edge, and what it cannot do
+    (`strategy`: the resolved --strategy)."""
     if cfg.relaxation == "full":
         changed = [k for k in SearchConfig.EDAS_KEYS
                    if getattr(cfg, k) != SearchConfig.__dataclass_fields__[k].default]
@@ -94,9 +96,10 @@ def _check_relaxation(cfg):
     if cfg.order != "first":
         raise ConfigError("--relaxation=single_edge takes first-order alpha steps (the "
                           "EDAS proposal); use --order=first")
-    if cfg.strategy != "default":
+    if strategy != "default":
         raise ConfigError("--relaxation=single_edge runs its step from Python, one op at a "
-                          "time; it supports only --strategy=default")
+                          f"time; it supports only --strategy=default (--strategy="
+                          f"{cfg.strategy} means {strategy} here)")
 
 
 def _edas_settings(cfg):
@@ -113,12 +116,23 @@ def _check_output_dir(config, paths, resume):
 
 
 class SearchRun:
-    """One search: owns the strategy, model, step function, data and outputs."""
+    """One search: owns the strategy, model, step function, data and outputs.
+
+    Under --strategy=multi_worker every worker runs this same loop; only the
+    chief writes to --output_dir, the others into a temporary directory
+    (`cluster.WorkerOutput`) deleted when the run ends.  All read the chief's
+    checkpoints (--output_dir must be on a filesystem every worker sees), and a
+    restarted cluster resumes from them without --resume (BackupAndRestore
+    semantics).
+    """
 
     def __init__(self, config, resume=False):
         self.config = config
         self.paths = _Paths(config.output_dir)
         self.resume = resume
+        self.cluster = cluster_lib.SINGLE
+        self._output = None  # This worker's cluster_lib.WorkerOutput, made by prepare().
+        self._checkpoints_to_read = self.paths.checkpoints  # The chief's, on every worker.
         self._stop = _StopOnSignal()  # Inactive until entered by run / select_from.
 
     # -- setup ---------------------------------------------------------------
@@ -130,12 +144,18 @@ class SearchRun:
         if cfg.channels % 2:
             raise ConfigError(f"--channels must be even (FactorizedReduce halves it), "
                               f"got {cfg.channels}")
-        _check_relaxation(cfg)
+        strategy = runtime.resolve_strategy(cfg.strategy)
+        _check_relaxation(cfg, strategy)
         msr.check_config(cfg)
+        if strategy == "multi_worker":
+            self.cluster = cluster_lib.current()
+            # A restarted cluster continues from the chief's checkpoints.
+            self.resume = self.resume or tf.train.latest_checkpoint(
+                self.paths.checkpoints) is not None
         _check_output_dir(cfg, self.paths, self.resume)
         runtime.configure_threads(eager_steps=cfg.relaxation == "single_edge")
         runtime.configure_graph_optimizer(cfg.graph_optimizer)
-        self.strategy = runtime.make_strategy(cfg.strategy)
+        self.strategy = runtime.make_strategy(strategy)
         self.data = data_lib.load_search_data(
             cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
             image_size=cfg.image_size or None, seed=cfg.seed,
@@ -144,6 +164,12 @@ class SearchRun:
         info = self.data.info
         data_lib.check_image_size(min(info.image_shape[:2]), len(reduction_layers(cfg.layers)))
         self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(cfg.batch_size)
+        if cfg.batch_size < self.strategy.num_replicas_in_sync:
+            raise ConfigError(f"--batch_size ({cfg.batch_size}) is the global batch: it must "
+                              f"be at least the number of replicas "
+                              f"({self.strategy.num_replicas_in_sync})")
+        self._output = cluster_lib.WorkerOutput(cfg.output_dir, self.cluster)
+        self.paths = _Paths(self._output.root)  # Where this worker writes.
 
     def build(self):
         cfg, info = self.config, self.data.info
@@ -180,12 +206,13 @@ class SearchRun:
             step=self.global_step, **extra)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.paths.checkpoints,
                                                   max_to_keep=cfg.keep_checkpoints)
+        self._gather = replicas.make_gather(self.strategy)
 
     def restore(self, directory=None):
         """Restores the newest readable checkpoint of `directory` (default: ours);
         a corrupt one (e.g. a crash while the disk filled) falls back to the one
         before it, with a warning."""
-        directory = directory or self.paths.checkpoints
+        directory = directory or self._checkpoints_to_read
         state = tf.train.get_checkpoint_state(directory)
         candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
         for path in candidates:
@@ -202,10 +229,26 @@ class SearchRun:
         raise ConfigError(f"cannot restore the supernet from {directory}: no checkpoint there "
                           "is readable and matches this configuration (see the warnings)")
 
+    def _check_workers_agree(self):
+        """Under multi_worker: every worker starts at the same step (else they read
+        different checkpoints, or some none: --output_dir is not shared)."""
+        if self.cluster.num_workers == 1:
+            return
+        steps = self._gather([float(self.global_step.numpy())])
+        if steps.min() != steps.max():
+            raise ConfigError(f"the workers start at different steps ({steps.min():.0f} to "
+                              f"{steps.max():.0f}; this one at {int(self.global_step.numpy())})"
+                              ": --output_dir must be the same directory, on a filesystem "
+                              "every worker sees")
+
     def save(self):
         """Checkpoint numbered by the step count (TF's own write is atomic: a crash
-        while saving leaves the previous checkpoint as the latest)."""
-        return self.manager.save(checkpoint_number=int(self.global_step.numpy()))
+        while saving leaves the previous checkpoint as the latest).  Every worker
+        saves (the save may run collectives); a non-chief's copy is deleted."""
+        path = self.manager.save(checkpoint_number=int(self.global_step.numpy()))
+        if not self.cluster.is_chief:
+            tf.io.gfile.rmtree(self.paths.checkpoints)
+        return path
 
     def _streams(self):
         """Iterators over search-train and search-val from the checkpointed step on."""
@@ -219,10 +262,19 @@ class SearchRun:
         the checkpoint loaded."""
         self.prepare()
         self.build()
-        return self.restore(os.path.join(source_dir, "checkpoints"))
+        path = self.restore(os.path.join(source_dir, "checkpoints"))
+        self._check_workers_agree()
+        return path
 
     # -- loop ----------------------------------------------------------------
     def run(self):
+        try:
+            return self._run()
+        finally:
+            if self._output is not None:
+                self._output.cleanup()
+
+    def _run(self):
         self.prepare()
         self.paths.make()
         if not self.resume:
@@ -230,6 +282,7 @@ class SearchRun:
         self.build()
         if self.resume:
             self.restore()
+        self._check_workers_agree()
         cfg = self.config
         mixing = ("MSR-DARTS: alphas unused, per-cell softmax(-srank) mixing" if self.is_msr
                   else f"alphas 2 x {tuple(self.model.alpha_normal.shape)}")
@@ -249,6 +302,13 @@ class SearchRun:
         """Runs --selection on the supernet checkpointed in `source_dir` (a search's
         output directory) and writes the outputs to this run's --output_dir; the
         source is only read."""
+        try:
+            return self._select_from(source_dir)
+        finally:
+            if self._output is not None:
+                self._output.cleanup()
+
+    def _select_from(self, source_dir):
         latest = self.restore_searched(source_dir)
         self.paths.make()
         self.config.save(self.paths.config)
@@ -274,7 +334,7 @@ class SearchRun:
         else:
             result = self._select()
         seconds = time.time() - start
-        write_json(os.path.join(self.config.output_dir, "selection_scores.json"),
+        write_json(os.path.join(self.paths.root, "selection_scores.json"),
                    {"selection": self.config.selection, "scores": result.scores})
         return self._finish(writer, result, seconds)
 
@@ -317,7 +377,7 @@ class SearchRun:
             self.global_step.assign_add(1)
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + v
-            if self._stop.requested and step + 1 < self.steps_per_epoch:
+            if step + 1 < self.steps_per_epoch and self._stop_signal():
                 self.save()
                 self._stop_if_requested()
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
@@ -329,11 +389,24 @@ class SearchRun:
                              (time.time() - epoch_start) / (step + 1 - first))
         return {f"search/{k}": v / (self.steps_per_epoch - first) for k, v in totals.items()}
 
+    def _stop_signal(self):
+        """The SIGINT/SIGTERM that stops the run at this step boundary (0: none).
+        Under multi_worker, any worker's: an all-gather, called at the same points
+        on every worker, so all save at the same step and stop together (a worker
+        that went on alone would wait forever in the next step's collectives)."""
+        if self.cluster.num_workers == 1:
+            return self._stop.requested
+        received = self._gather([float(self._stop.requested == s) for s in _StopOnSignal.SIGNALS])
+        stopping = [s for s, count in zip(_StopOnSignal.SIGNALS, received.sum(axis=0)) if count]
+        return self._stop.requested or (stopping[-1] if stopping else 0)
+
     def _stop_if_requested(self):
         """After a save: stop if SIGINT/SIGTERM arrived (errors.Interrupted)."""
-        if self._stop.requested:
-            raise Interrupted(self._stop.requested, f"stopped by signal {self._stop.requested} "
-                              f"at step {int(self.global_step.numpy())}, checkpoint saved")
+        signum = self._stop_signal()
+        if signum:
+            where = "" if self._stop.requested else " (received by another worker)"
+            raise Interrupted(signum, f"stopped by signal {signum}{where} at step "
+                              f"{int(self.global_step.numpy())}, checkpoint saved")
 
     def _log_epoch(self, epoch, epoch_start, means, val_loss, val_acc, lr):
         cfg = self.config
@@ -436,12 +509,14 @@ class SearchRun:
         cfg = self.config
         os.makedirs(self.paths.perturbation, exist_ok=True)
         state = os.path.join(self.paths.perturbation, "projection.json")
+        # A resumed non-chief worker reads the chief's state (it keeps none).
+        saved_state = os.path.join(cfg.output_dir, "perturbation", "projection.json")
         done = int(self.epoch.numpy()) - cfg.epochs  # Tuning epochs finished before.
-        if os.path.exists(state):
-            with open(state, encoding="utf-8") as f:
+        if os.path.exists(saved_state):
+            with open(saved_state, encoding="utf-8") as f:
                 projection = perturbation.Projection.from_json(f.read())
         elif done > 0:
-            raise ConfigError(f"{state} is missing: cannot resume perturbation selection")
+            raise ConfigError(f"{saved_state} is missing: cannot resume perturbation selection")
         else:
             projection = perturbation.Projection(self.model.primitives, self.model.num_nodes)
         if done == 0:
