@@ -170,7 +170,7 @@ class TrainConfig(_JsonRecord):
     KIND = "train"
     # They shape the model, its checkpoint or the data (--epochs may grow).
     RESUME_KEYS = ("dataset", "data_dir", "image_size", "network", "channels", "layers",
-                   "auxiliary", "batch_size", "seed")
+                   "auxiliary", "batch_size", "seed", "steps_per_epoch", "augmentation")
 
     def hparams(self):
         """The step's settings (the learning rate is set per epoch)."""

@@ -1,11 +1,15 @@
 """Pieces every epoch loop here shares (the search and the training of a genotype):
-output-directory checks, progress text, the divergence check and what a
-checkpoint holds of a Keras model."""
+output-directory checks, progress text, the divergence check, what a checkpoint
+holds of a Keras model, restoring the newest readable checkpoint, and stopping
+cleanly on SIGINT/SIGTERM."""
 
 import math
 import os
+import signal
+import threading
 
 import tensorflow as tf
+from absl import logging
 
 from keras_darts.errors import ConfigError, TrainingDivergedError
 
@@ -63,3 +67,62 @@ def checkpointable_weights(model):
     restore on the first shape that differs.
     """
     return list(model.variables)
+
+
+def restore_newest_readable(checkpoint, directory, check=None):
+    """Restores into `checkpoint` the newest checkpoint of `directory` that reads
+    completely; a corrupt one (e.g. a crash while the disk filled) falls back to
+    the one before it, with a warning.  `check(path)` runs first and may raise to
+    refuse a checkpoint outright (e.g. another genotype): that is not a fallback.
+    Returns the path restored, or None when no checkpoint there is readable."""
+    state = tf.train.get_checkpoint_state(directory)
+    candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+    for path in candidates:
+        try:
+            if check is not None:
+                check(path)
+            checkpoint.restore(path).assert_consumed()
+        # What TF raises for damaged files, missing objects and mismatched shapes.
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
+            logging.warning("checkpoint %s is unreadable (%s); trying an older one",
+                            path, first_line(e))
+            continue
+        return path
+    return None
+
+
+def first_line(error):
+    """TF errors can span lines and pages; a CLI error message is one short line."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= 300 else line[:300] + " ..."
+
+
+class StopOnSignal:
+    """While active, SIGINT and SIGTERM only set `requested` (the signal number):
+    the loop saves a checkpoint at the next step boundary, then stops.  A second
+    signal acts as usual (immediate stop)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = 0
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.requested = signum
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        logging.warning("signal %d: saving a checkpoint after the current step, then "
+                        "stopping (send it again to stop at once)", signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if not self.requested:
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)
+        return False

@@ -4,9 +4,11 @@
 `run_train(config)` is what `python -m keras_darts.train` runs, `export_run`
 what `python -m keras_darts.export` runs.  Every epoch sets the learning rate
 and the drop-path probability of the recipe, trains, optionally tests, writes
-TensorBoard scalars and saves a checkpoint (network, optimizer, epoch and the
-genotype itself), so `--resume` loses at most the running epoch and an export
-can prove which genotype a checkpoint holds.
+TensorBoard scalars and saves a checkpoint (network, optimizer, epoch, step
+count and the genotype itself), so an export can prove which genotype a
+checkpoint holds.  SIGINT/SIGTERM save a checkpoint after the current step and
+stop; `--resume` continues from it, mid-epoch too: the step count is the
+position in the training stream (`data.TrainData.train_from`).
 """
 
 import dataclasses
@@ -21,10 +23,11 @@ from absl import logging
 from keras_darts import data as data_lib
 from keras_darts import eval_net, genotype as genotype_lib, runtime, serving
 from keras_darts.config import TrainConfig
-from keras_darts.errors import ConfigError, GenotypeError
+from keras_darts.errors import ConfigError, GenotypeError, Interrupted
 from keras_darts.fileio import write_json
-from keras_darts.run_utils import (check_finite, check_output_dir, checkpointable_weights, eta,
-                                   format_duration)
+from keras_darts.run_utils import (StopOnSignal, check_finite, check_output_dir,
+                                   checkpointable_weights, eta, format_duration,
+                                   restore_newest_readable)
 from keras_darts.summaries import EpochWriter
 from keras_darts.train_step import NetworkTraining, epoch_lr
 
@@ -120,18 +123,30 @@ class TrainRun:
             self.training = NetworkTraining(self.model, self.strategy, cfg.batch_size,
                                             cfg.hparams())
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            # Steps taken: also the position in the training stream.
+            self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         genotype_json = tf.Variable(self.genotype.to_json(), trainable=False, name="genotype")
         self.checkpoint = tf.train.Checkpoint(
-            optimizer=self.training.optimizer, epoch=self.epoch,
+            optimizer=self.training.optimizer, epoch=self.epoch, step=self.global_step,
             **{_WEIGHTS_KEY: checkpointable_weights(self.model), _GENOTYPE_KEY: genotype_json})
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.files.checkpoints,
                                                   max_to_keep=cfg.keep_checkpoints)
 
     def restore(self):
-        path = self.manager.latest_checkpoint
-        _check_checkpoint(path, self.genotype, self.model)
-        self.checkpoint.restore(path).assert_existing_objects_matched()
-        logging.info("resumed from %s (epoch %d done)", path, int(self.epoch.numpy()))
+        """The newest readable checkpoint (a corrupt one falls back to the one
+        before it); one of another genotype is refused."""
+        path = restore_newest_readable(
+            self.checkpoint, self.files.checkpoints,
+            check=lambda p: _check_checkpoint(p, self.genotype, self.model))
+        if path is None:
+            raise ConfigError(f"cannot resume: no checkpoint in {self.files.checkpoints} is "
+                              "readable and matches this configuration (see the warnings)")
+        logging.info("resumed from %s (epoch %d done, step %d)", path,
+                     int(self.epoch.numpy()), int(self.global_step.numpy()))
+
+    def save(self):
+        """Checkpoint numbered by the step count (TF writes it atomically)."""
+        return self.manager.save(checkpoint_number=int(self.global_step.numpy()))
 
     def _write_run_files(self):
         self.config.save(self.files.config)
@@ -154,9 +169,10 @@ class TrainRun:
                      self.model.count_weight_params(include_auxiliary=True), cfg.layers,
                      cfg.channels, self.steps_per_epoch, cfg.epochs, info.name,
                      info.image_shape, info.num_classes, info.num_train)
-        train_iter = iter(self.training.distribute(self.data.train))
+        start = int(self.global_step.numpy())
+        train_iter = iter(self.training.distribute(self.data.train_from(start)))
         self._epoch_times, self._test = [], None
-        with EpochWriter(self.files.tensorboard) as writer:
+        with EpochWriter(self.files.tensorboard) as writer, StopOnSignal() as self._stop:
             for epoch in range(int(self.epoch.numpy()), cfg.epochs):
                 self._run_epoch(epoch, train_iter, writer)
             summary = self._finish(writer)
@@ -181,7 +197,8 @@ class TrainRun:
         writer.scalars(epoch + 1, scalars)
         writer.flush()
         self.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        self.save()
+        self._stop_if_requested()
         epoch_time = time.time() - start  # Includes testing and the checkpoint.
         self._epoch_times.append(epoch_time)
         tested = (f" | test loss {self._test[0]:.4f} acc {self._test[1]:.4f}"
@@ -192,22 +209,39 @@ class TrainRun:
                      format_duration(eta(self._epoch_times, cfg.epochs - epoch - 1)))
 
     def _train_epoch(self, epoch, train_iter):
-        """steps_per_epoch training steps; returns the mean metrics."""
+        """The training steps of one epoch (the rest of it, when resumed from a
+        checkpoint saved mid-epoch); returns their mean metrics."""
         cfg = self.config
         start = time.time()
         totals = {}
-        for step in range(self.steps_per_epoch):
+        first = int(self.global_step.numpy()) - epoch * self.steps_per_epoch
+        if not 0 <= first < self.steps_per_epoch:
+            raise ConfigError(f"the checkpoint is at step {int(self.global_step.numpy())}, "
+                              f"which is not in epoch {epoch + 1} with {self.steps_per_epoch} "
+                              "steps per epoch")
+        for step in range(first, self.steps_per_epoch):
             metrics = {k: float(v) for k, v in self.training.step(next(train_iter)).items()}
             check_finite(metrics, ("loss",), epoch, step,
                          "Try a lower --lr or a smaller --grad_clip, or check the input data.")
+            self.global_step.assign_add(1)
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + v
+            if step + 1 < self.steps_per_epoch and self._stop.requested:
+                self.save()
+                self._stop_if_requested()
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 logging.info("epoch %d/%d step %d/%d: loss %.4f acc %.3f | %.2f s/step",
                              epoch + 1, cfg.epochs, step + 1, self.steps_per_epoch,
                              metrics["loss"], metrics["accuracy"],
-                             (time.time() - start) / (step + 1))
-        return {k: v / self.steps_per_epoch for k, v in totals.items()}
+                             (time.time() - start) / (step + 1 - first))
+        return {k: v / (self.steps_per_epoch - first) for k, v in totals.items()}
+
+    def _stop_if_requested(self):
+        """After a save: stop if SIGINT/SIGTERM arrived (errors.Interrupted)."""
+        if self._stop.requested:
+            raise Interrupted(self._stop.requested,
+                              f"stopped by signal {self._stop.requested} at step "
+                              f"{int(self.global_step.numpy())}, checkpoint saved")
 
     def evaluate(self, dataset):
         """Mean cross entropy and accuracy over `dataset` in eval mode."""

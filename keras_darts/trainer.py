@@ -8,8 +8,6 @@ both optimizers, epoch) so `--resume` loses at most the running epoch.
 
 import dataclasses
 import os
-import signal
-import threading
 import time
 
 import keras
@@ -23,7 +21,8 @@ from keras_darts import edas, msr, replicas, runtime, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError, Interrupted
 from keras_darts.fileio import atomic_write_text, write_json
-from keras_darts.run_utils import check_finite, check_output_dir, checkpointable_weights
+from keras_darts.run_utils import (StopOnSignal, check_finite, check_output_dir,
+                                   checkpointable_weights, restore_newest_readable)
 from keras_darts.run_utils import eta as _eta, format_duration as _format_duration
 from keras_darts.search_step import BilevelSearch, cosine_lr
 from keras_darts.selection import perturbation
@@ -48,37 +47,6 @@ class _Paths:
     def make(self):
         for d in (self.genotypes, self.alphas, self.checkpoints, self.tensorboard):
             os.makedirs(d, exist_ok=True)
-
-
-class _StopOnSignal:
-    """While active, SIGINT and SIGTERM only set `requested` (the signal number):
-    the loop saves a checkpoint at the next step boundary, then stops.  A second
-    signal acts as usual (immediate stop)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.requested = 0
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        self.requested = signum
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        logging.warning("signal %d: saving a checkpoint after the current step, then "
-                        "stopping (send it again to stop at once)", signum)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if not self.requested:
-            for s, handler in self._previous.items():
-                signal.signal(s, handler)
-        return False
 
 
 def _check_relaxation(cfg, strategy):
@@ -133,7 +101,7 @@ class SearchRun:
         self.cluster = cluster_lib.SINGLE
         self._output = None  # This worker's cluster_lib.WorkerOutput, made by prepare().
         self._checkpoints_to_read = self.paths.checkpoints  # The chief's, on every worker.
-        self._stop = _StopOnSignal()  # Inactive until entered by run / select_from.
+        self._stop = StopOnSignal()  # Inactive until entered by run / select_from.
 
     # -- setup ---------------------------------------------------------------
     def prepare(self):
@@ -213,16 +181,8 @@ class SearchRun:
         a corrupt one (e.g. a crash while the disk filled) falls back to the one
         before it, with a warning."""
         directory = directory or self._checkpoints_to_read
-        state = tf.train.get_checkpoint_state(directory)
-        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
-        for path in candidates:
-            try:
-                self.checkpoint.restore(path).assert_consumed()
-            # What TF raises for damaged files, missing objects and mismatched shapes.
-            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
-                logging.warning("checkpoint %s is unreadable (%s); trying an older one",
-                                path, _first_line(e))
-                continue
+        path = restore_newest_readable(self.checkpoint, directory)
+        if path is not None:
             logging.info("resumed from %s (epoch %d done, step %d)", path,
                          int(self.epoch.numpy()), int(self.global_step.numpy()))
             return path
@@ -293,7 +253,7 @@ class SearchRun:
                      self.data.info.num_classes)
         train_iter, val_iter = self._streams()
         self._epoch_times = []
-        with EpochWriter(self.paths.tensorboard) as writer, _StopOnSignal() as self._stop:
+        with EpochWriter(self.paths.tensorboard) as writer, StopOnSignal() as self._stop:
             for epoch in range(int(self.epoch.numpy()), cfg.epochs):
                 self._run_epoch(epoch, train_iter, val_iter, writer)
             return self._select_and_finish(train_iter, val_iter, writer)
@@ -324,7 +284,7 @@ class SearchRun:
                      searched)
         train_iter, val_iter = self._streams()
         self._epoch_times = []
-        with EpochWriter(self.paths.tensorboard) as writer, _StopOnSignal() as self._stop:
+        with EpochWriter(self.paths.tensorboard) as writer, StopOnSignal() as self._stop:
             return self._select_and_finish(train_iter, val_iter, writer)
 
     def _select_and_finish(self, train_iter, val_iter, writer):
@@ -396,8 +356,9 @@ class SearchRun:
         that went on alone would wait forever in the next step's collectives)."""
         if self.cluster.num_workers == 1:
             return self._stop.requested
-        received = self._gather([float(self._stop.requested == s) for s in _StopOnSignal.SIGNALS])
-        stopping = [s for s, count in zip(_StopOnSignal.SIGNALS, received.sum(axis=0)) if count]
+        signals = StopOnSignal.SIGNALS
+        received = self._gather([float(self._stop.requested == s) for s in signals])
+        stopping = [s for s, count in zip(signals, received.sum(axis=0)) if count]
         return self._stop.requested or (stopping[-1] if stopping else 0)
 
     def _stop_if_requested(self):
@@ -598,9 +559,3 @@ def run_search(config, resume=False):
 def run_selection(config, source_dir):
     """Runs `config.selection` on the searched supernet in `source_dir`."""
     return SearchRun(config).select_from(source_dir)
-
-
-def _first_line(error):
-    """TF errors can span lines and pages; a CLI error message is one short line."""
-    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return line if len(line) <= 300 else line[:300] + " ..."

@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from absl import flags
 from conftest import REPO, event_tags, run_module
 from keras_darts import cli_flags, data as data_lib, genotype as genotype_lib
 from keras_darts.config import TrainConfig
-from keras_darts.errors import ConfigError, GenotypeError, TrainingDivergedError
+from keras_darts.errors import ConfigError, GenotypeError, Interrupted, TrainingDivergedError
 from keras_darts.train_loop import TrainRun, run_train
 from keras_darts.train_step import NetworkTraining, epoch_lr
 
@@ -42,7 +43,7 @@ def test_train_end_to_end_then_resume(tmp_path):
     assert results["weight_params"] < results["weight_params_with_auxiliary"]
     assert genotype_lib.load(os.path.join(out, "genotype.json")) == genotype_lib.DARTS_V2
     assert json.load(open(os.path.join(out, "dataset.json")))["image_shape"] == [32, 32, 1]
-    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-1.index"))
+    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-3.index"))  # Step 3.
     assert {"train/loss", "train/accuracy", "train/grad_norm", "lr", "drop_path_prob",
             "eval/test_loss", "eval/test_accuracy"} <= event_tags(os.path.join(out, "tensorboard"))
 
@@ -58,7 +59,7 @@ def test_train_end_to_end_then_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr and "epoch 2/2" in resumed.stderr
     assert "epoch 1/2" not in resumed.stderr  # Epoch 1 was not run again.
-    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-2.index"))
+    assert os.path.exists(os.path.join(out, "checkpoints", "ckpt-6.index"))
     assert json.load(open(os.path.join(out, "results.json")))["epochs"] == 2
 
 
@@ -84,8 +85,54 @@ def test_resume_restores_every_weight_and_refuses_another_genotype(tmp_path):
     config = TrainConfig(output_dir=str(out), epochs=2, **{**TINY_CONFIG, "genotype": "DARTS_V1"})
     with pytest.raises(ConfigError, match="trains a different genotype"):
         run_train(config, resume=True)
-    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint", "ckpt-1.data-00000-of-00001",
-                                                       "ckpt-1.index"]
+    assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint", "ckpt-2.data-00000-of-00001",
+                                                       "ckpt-2.index"]
+
+
+def _final_weights(out):
+    reader = tf.train.load_checkpoint(str(out / "checkpoints"))
+    return {k: reader.get_tensor(k) for k in sorted(reader.get_variable_to_shape_map())
+            if k.startswith("network_weights/") or k.startswith("optimizer/")}
+
+
+def test_sigterm_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeypatch):
+    """SIGTERM saves after the current step and stops (errors.Interrupted); the
+    resumed run continues mid-epoch and ends exactly where an uninterrupted one
+    does (weights, BN statistics, drop-path seed, momentum), and a corrupt newest
+    checkpoint falls back to the one before it."""
+    config = dict(epochs=2, **{**TINY_CONFIG, "steps_per_epoch": 3, "drop_path_prob": 0.2})
+    run_train(TrainConfig(output_dir=str(tmp_path / "reference"), **config))
+
+    real_step = NetworkTraining.step
+    calls = {"n": 0}
+
+    def step_then_term(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:  # Arrives during step 5 = epoch 2, step 2.
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, batch)
+
+    out = tmp_path / "interrupted"
+    monkeypatch.setattr(NetworkTraining, "step", step_then_term)
+    with pytest.raises(Interrupted, match="stopped by signal 15 at step 5, checkpoint saved"):
+        run_train(TrainConfig(output_dir=str(out), **config))
+    monkeypatch.setattr(NetworkTraining, "step", real_step)
+    assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith("ckpt-5")
+    run_train(TrainConfig(output_dir=str(out), **config), resume=True)
+    reference, resumed = _final_weights(tmp_path / "reference"), _final_weights(out)
+    assert reference.keys() == resumed.keys() and len(reference) > 50
+    for key in reference:
+        np.testing.assert_array_equal(resumed[key], reference[key], err_msg=key)
+
+    # A corrupt newest checkpoint (ckpt-6): --resume falls back to ckpt-5 with a warning.
+    data_file = glob.glob(str(out / "checkpoints" / "ckpt-6.data-*"))[0]
+    with open(data_file, "r+b") as f:
+        f.truncate(100)
+    run = TrainRun(TrainConfig(output_dir=str(out), **config), resume=True)
+    run.prepare()
+    run.build()
+    run.restore()
+    assert int(run.global_step.numpy()) == 5
 
 
 # ---------------------------------------------------------------------------
@@ -147,7 +194,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(TrainingDivergedError, match="loss became nan at epoch 2, step 1"):
         run_train(config)
     checkpoints = os.path.join(config.output_dir, "checkpoints")
-    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-1")
+    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-2")  # Epoch 1 = 2 steps.
     assert not os.path.exists(os.path.join(config.output_dir, "results.json"))
 
 
