@@ -18,13 +18,17 @@ TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 pytestmark = pytest.mark.slow  # ~30 s: a fresh TF process traces the step on 2 replicas
 
 
-@pytest.fixture(scope="module", params=["first", "second"])
-def check_result(request):
+def _check(mode):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, SCRIPT, request.param], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, SCRIPT, mode], capture_output=True, text=True,
                           timeout=300, env=env, cwd=os.path.dirname(SCRIPT))
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DISTRIBUTED_CHECK ")]
     return proc, (json.loads(lines[-1].split(" ", 1)[1]) if lines else None)
+
+
+@pytest.fixture(scope="module", params=["first", "second"])
+def check_result(request):
+    return _check(request.param)
 
 
 def test_mirrored_step_equals_single_device(check_result):
@@ -48,3 +52,16 @@ def test_mirrored_replicas_hold_identical_copies(check_result):
     # The step did real work: finite, non-zero gradient norms on both steps.
     assert len(result["grad_norms"]) == 2
     assert all(0.0 < g < 1e3 for g in result["grad_norms"])
+
+
+def test_mirrored_training_step_equals_single_device():
+    """keras_darts.train's step (auxiliary head, synchronised BatchNorm, momentum SGD)."""
+    proc, result = _check("train")
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
+    assert result is not None and result["num_replicas"] == 2 and result["order"] == "train"
+    diffs = result["max_abs_diff"]
+    for key in ("weights", "bn_moving_stats", "slots:momentum", "metric:loss",
+                "metric:grad_norm", "eval:loss_sum"):
+        assert key in diffs, key
+        assert diffs[key] <= TOLERANCE["atol"] * 10, (key, diffs[key])
+    assert diffs["metric:accuracy"] == 0.0 and diffs["eval:correct"] == 0.0
