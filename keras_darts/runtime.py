@@ -118,3 +118,11 @@ def make_strategy(name):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     cluster_lib.mark_joined()
     return strategy
+
+
+def start(strategy, graph_optimizer="auto", eager_steps=False):
+    """A run's process set-up, in the order TF needs: CPU threads, Grappler, then
+    the distribution strategy (see `make_strategy`).  Returns the strategy."""
+    configure_threads(eager_steps=eager_steps)
+    configure_graph_optimizer(graph_optimizer)
+    return make_strategy(strategy)

@@ -25,8 +25,8 @@ def main(argv):
     config = cli_flags.to_train_config()
     run_guarded("keras_darts.train", argv,
                 lambda: run_train(config, resume=cli_flags.FLAGS.resume),
-                lambda: (f"the last finished epoch is checkpointed in {config.output_dir}/"
-                         "checkpoints: rerun with --resume to continue"))
+                lambda: (f"the last checkpoint is in {config.output_dir}/checkpoints: rerun "
+                         "with --resume to continue"))
 
 
 if __name__ == "__main__":

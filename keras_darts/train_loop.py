@@ -93,9 +93,7 @@ class TrainRun:
                               f"{cfg.strategy} means multi_worker here (TF_CONFIG describes "
                               "a cluster); use --strategy=mirrored for several local GPUs, "
                               "or unset TF_CONFIG")
-        runtime.configure_threads()
-        runtime.configure_graph_optimizer(cfg.graph_optimizer)
-        self.strategy = runtime.make_strategy(strategy)
+        self.strategy = runtime.start(strategy, cfg.graph_optimizer)
         self.data = data_lib.load_train_data(
             cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
             image_size=cfg.image_size or None, seed=cfg.seed,

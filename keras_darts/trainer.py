@@ -121,9 +121,8 @@ class SearchRun:
             self.resume = self.resume or tf.train.latest_checkpoint(
                 self.paths.checkpoints) is not None
         _check_output_dir(cfg, self.paths, self.resume)
-        runtime.configure_threads(eager_steps=cfg.relaxation == "single_edge")
-        runtime.configure_graph_optimizer(cfg.graph_optimizer)
-        self.strategy = runtime.make_strategy(strategy)
+        self.strategy = runtime.start(strategy, cfg.graph_optimizer,
+                                      eager_steps=cfg.relaxation == "single_edge")
         self.data = data_lib.load_search_data(
             cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
             image_size=cfg.image_size or None, seed=cfg.seed,
