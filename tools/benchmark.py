@@ -111,7 +111,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    runtime.configure_threads(eager_steps=args.relaxation == "single_edge")
+    runtime.configure_threads()
     runtime.configure_graph_optimizer(args.graph_optimizer)
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.get_strategy()
