@@ -84,6 +84,7 @@ class _Optimizer(tf.Module):
         def merge_fn(strategy, grads):
             step = tf.cast(self.iterations + 1, tf.float32)
             lr = tf.identity(self.learning_rate)
+            scalars = {}  # id(active flag) -> its `_active_scalars`.
             for i, (g, v) in enumerate(zip(grads, variables)):
                 if g is None:
                     continue
@@ -91,7 +92,10 @@ class _Optimizer(tf.Module):
                 mask = None if row_masks is None else row_masks[i]
                 update = self._update if mask is None else _masked(self._update, mask)
                 if active is not None and active[i] is not None:
-                    update = functools.partial(self._update_active, active=active[i])
+                    key = id(active[i])  # Variables of one op share their scalars.
+                    if key not in scalars:
+                        scalars[key] = self._active_scalars(tf.cast(active[i], tf.float32), lr)
+                    update = functools.partial(self._update_active, scalars=scalars[key])
                 strategy.extended.update(v, update, args=(g, *slots, lr, step), group=False)
             strategy.extended.update(self.iterations, lambda it: it.assign_add(1), group=False)
 
@@ -131,16 +135,19 @@ class MomentumSGD(_Optimizer):
             var=var.handle, accum=buf.handle, lr=lr, grad=grad, momentum=self.momentum,
             use_locking=False, use_nesterov=False)
 
-    def _update_active(self, var, grad, buf, lr, step, active):
-        """`_update` if active = 1; else buf = 1 * buf + 0 and var -= 0 * buf:
+    def _active_scalars(self, active, lr):
+        """(lr, momentum, weight decay) of `_update_active` for a 0/1 flag."""
+        return lr * active, self.momentum * active + (1.0 - active), self.weight_decay * active
+
+    def _update_active(self, var, grad, buf, lr, step, scalars):
+        """`_update` if the op ran; else buf = 1 * buf + 0 and var -= 0 * buf:
         both bit-identical, in the same one fused kernel (no copies, no select)."""
-        active = tf.cast(active, var.dtype)
+        lr, momentum, weight_decay = scalars
         if self.weight_decay:
-            grad = grad + (self.weight_decay * active) * var
+            grad = grad + weight_decay * var
         return tf.raw_ops.ResourceApplyMomentum(
-            var=var.handle, accum=buf.handle, lr=lr * active, grad=grad,
-            momentum=self.momentum * active + (1.0 - active), use_locking=False,
-            use_nesterov=False)
+            var=var.handle, accum=buf.handle, lr=lr, grad=grad, momentum=momentum,
+            use_locking=False, use_nesterov=False)
 
 
 class Adam(_Optimizer):
