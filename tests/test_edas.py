@@ -4,7 +4,6 @@ ops run, which alphas and weights change, and equality with the derived network.
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -149,15 +148,22 @@ def test_alpha_gradient_reaches_only_the_sampled_rows():
         assert not np.delete(grad, row, axis=0).any()
 
 
-def test_step_changes_only_sampled_alpha_rows_and_weights_of_ops_that_ran():
+@pytest.fixture(scope="module")
+def stepped():
+    """A tiny search before and after its first step (tracing the step takes most
+    of the time, so the tests below share it)."""
     model, search = tiny_search()
-    step = int(search.arch_optimizer.iterations.numpy())
-    sampled = search.sampler.sample(step)
-    modes = [search.edge_modes(sampled, step)]  # The alpha phase's; the weight phase's below.
+    sampled = search.sampler.sample(0)
+    modes = [search.edge_modes(sampled, 0)]  # The alpha phase's; the weight phase's below.
     alphas = [a.numpy().copy() for a in model.arch_variables]
     before = {id(v): v.numpy().copy() for v in model.variables}
     metrics = search.step(batch(1), batch(2))  # Traced: every edge is a tf.switch_case.
-    modes.append(search.edge_modes(sampled, step))
+    modes.append(search.edge_modes(sampled, 0))
+    return model, search, sampled, modes, alphas, before, metrics
+
+
+def test_step_changes_only_sampled_alpha_rows_and_weights_of_ops_that_ran(stepped):
+    model, search, sampled, modes, alphas, before, metrics = stepped
     assert np.isfinite(float(metrics["loss/train"]))
     for alpha, old, cell in zip(model.arch_variables, alphas, edas.CELL_TYPES):
         changed = np.flatnonzero(np.any(alpha.numpy() != old, axis=1))
@@ -234,15 +240,12 @@ def test_shared_traces_change_nothing():
     np.testing.assert_allclose(shared.numpy(), inline.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_resumed_sampling_continues_the_sequence():
-    model, search = tiny_search(sampling="round_robin")
-    keras.utils.set_random_seed(0)
-    search.step(batch(1), batch(2))
+def test_resumed_sampling_continues_the_sequence(stepped):
+    search = stepped[1]
     step = int(search.arch_optimizer.iterations.numpy())
     assert step == 1
     # The edge of step 1 is what a fresh sampler (a resumed run) draws for step 1.
-    assert search.sampler.sample(step) == edas.EdgeSampler(
-        NUM_EDGES, 0, sampling="round_robin").sample(1)
+    assert search.sampler.sample(step) == edas.EdgeSampler(NUM_EDGES, 0).sample(1)
 
 
 # -- command line ------------------------------------------------------------------
