@@ -135,12 +135,11 @@ class EdgeSampler:
 class SingleEdgeSearch(BilevelSearch):
     """The bilevel search with EDAS's single-edge relaxation.
 
-    Same optimizers, updates and metrics as `BilevelSearch` (whose alpha and
-    weight updates it runs); only the forward differs: `edge_modes` clamp the
-    supernet.  Alpha rows other than the sampled edge's get an exactly zero
-    gradient; Adam (one tensor per cell type, as a PyTorch Adam over the alpha
-    tensor) still moves them by its momentum and L2 term.  Weights of ops that
-    did not run get no gradient and are not updated at all.
+    Same optimizers, losses and metrics as `BilevelSearch`; `edge_modes` clamp
+    the supernet.  Alpha rows other than the sampled edge's get an exactly zero
+    gradient and are not updated (values and Adam moments: a lazy update).
+    Weights of ops that did not run get a zero gradient from the traced switch
+    and are not updated at all (no decay, no momentum), as if it were None.
     """
 
     def __init__(self, model, strategy, global_batch_size, hparams=SearchHParams(),
