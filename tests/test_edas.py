@@ -4,6 +4,7 @@ ops run, which alphas and weights change, and equality with the derived network.
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -187,6 +188,19 @@ def test_step_changes_only_sampled_alpha_rows_and_weights_of_ops_that_ran(steppe
     assert ran_with_stats > len(model.search_cells)
     stem = model.stem_conv.trainable_variables[0]
     assert not np.array_equal(stem.numpy(), before[id(stem)])
+
+
+@pytest.mark.slow
+def test_same_seed_same_alphas_bit_for_bit():
+    runs = []
+    for _ in range(2):
+        keras.utils.set_random_seed(0)
+        model, search = tiny_search(sampling="round_robin")
+        for step in range(3):
+            search.step(batch(step), batch(step + 10))
+        runs.append([a.numpy() for a in model.arch_variables])
+    for first, second in zip(*runs):
+        np.testing.assert_array_equal(first, second)
 
 
 def test_lazy_adam_rows():
