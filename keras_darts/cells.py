@@ -1,5 +1,6 @@
 """Mixed edges and the search cell of the DARTS supernet (specs/darts.md sect. 2)."""
 
+import keras
 import tensorflow as tf
 
 from keras_darts import ops, tracing
@@ -56,16 +57,54 @@ class MixedOp(ops.BuiltLayer):
         y = op(x, training=training)
         return y if weight is None else weight * y
 
-    def run_clamped(self, k, x, relu_x, training=False, weight_grads=True):
-        """Candidate k alone, coefficient 1 (a clamped edge): no other op runs.
-        Shared per kind of op where `tracing.can_share()`, like `call`."""
-        op = self.candidates[k]
-        if op.is_zero or op.inline_only or not tracing.can_share():
-            return self.run_op(k, x, relu_x, training)
-        key = (type(self), "clamped", self.primitives[k], self.channels, self.stride)
-        return tracing.call_shared(op, key, _call_op, relu_x if op.starts_with_relu else x,
+    def run_mode(self, mode, x, relu_x, weights, training=False, weight_grads=True):
+        """The edge as a clamped cell runs it (EDAS): `mode` (a scalar int32
+        tensor) = op index k (candidate k alone, coefficient 1), EDGE_MIXED
+        (sum_k weights[k] * op_k(x)) or EDGE_OFF (zeros).  Only the chosen
+        branch executes; shared per kind of edge where `tracing.can_share()`,
+        so a traced step serves every clamping and sampled edge."""
+        if not tracing.can_share():
+            return self.switch(mode, x, relu_x, weights, training)
+        key = (type(self), "switch", self.channels, self.stride, self.primitives,
+               tuple((tuple(v.shape), v.dtype) for v in self.variables))
+        return tracing.call_shared(self, key, MixedOp.switch, mode, x, relu_x, weights,
                                    training, constant_variables=not weight_grads,
                                    recompute=self.recompute)
+
+    def switch(self, mode, x, relu_x, weights, training=False):
+        """`run_mode` as one `tf.switch_case`.  Each branch returns the edge's
+        state (BatchNorm statistics) besides its output: an update made inside a
+        branch only exists there (and under `tracing`'s stateless scope an
+        update is a value, which must leave the branch as an output)."""
+        variables = self.variables
+        state = [v for v in variables if not v.trainable]
+
+        def branch(run):
+            def body():
+                current = [(v, v.value) for v in variables]
+                with keras.StatelessScope(state_mapping=current) as scope:
+                    out = run()
+                return out, [scope.get_current_value(v) for v in state]
+            return body
+
+        def off():
+            return tf.zeros(self._output_shape(x), x.dtype)
+
+        def alone(k):
+            return lambda: self.run_op(k, x, relu_x, training)
+
+        branches = [off, lambda: self.mix(x, relu_x, weights, training)]
+        branches += [off if op.is_zero else alone(k) for k, op in enumerate(self.candidates)]
+        with ops.self_contained_gradients():  # Each branch's gradient is its own graph.
+            out, new_state = tf.switch_case(tf.cast(mode, tf.int32) - EDGE_OFF,
+                                            [branch(run) for run in branches])
+        for v, value in zip(state, new_state):
+            v.assign(value)
+        return out
+
+    def _output_shape(self, x):
+        spatial = [(d + self.stride - 1) // self.stride for d in x.shape[1:3]]
+        return tf.concat([tf.shape(x)[:1], spatial, [self.channels]], axis=0)
 
     def call(self, x, relu_x, weights, training=False, weight_grads=True):
         """sum_k weights[k] * op_k(x); `weight_grads=False`: no gradient w.r.t.
@@ -170,22 +209,17 @@ class SearchCell(ops.BuiltLayer):
         return terms_of
 
     def _clamped_terms(self, states, relu_of, weights, modes, training, weight_grads):
-        if len(modes) != len(self.edges):
-            raise ValueError(f"{len(modes)} edge modes for {len(self.edges)} edges")
-        rows = tf.unstack(weights)
+        modes = tf.convert_to_tensor(modes, tf.int32)
+        if tuple(modes.shape) != (len(self.edges),):
+            raise ValueError(f"edge modes of shape {tuple(modes.shape)} for "
+                             f"{len(self.edges)} edges")
+        rows, modes = tf.unstack(weights), tf.unstack(modes)
 
         def terms_of(node):
             for e, (n, j) in enumerate(self.edge_inputs):
-                mode, edge = int(modes[e]), self.edges[e]
-                if n != node or mode == EDGE_OFF:
-                    continue
-                if mode == EDGE_MIXED:
-                    relu_x = relu_of(j) if edge.needs_relu else None
-                    yield edge(states[j], relu_x, rows[e], training=training,
-                               weight_grads=weight_grads)
-                else:
-                    relu_x = relu_of(j) if edge.candidates[mode].starts_with_relu else None
-                    yield edge.run_clamped(mode, states[j], relu_x, training, weight_grads)
+                if n == node:
+                    yield self.edges[e].run_mode(modes[e], states[j], relu_of(j), rows[e],
+                                                 training, weight_grads)
         return terms_of
 
     def chosen_ops(self, pairs):

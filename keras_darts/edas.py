@@ -18,12 +18,14 @@ PROPOSAL (sect. 1-4), with its alternatives as settings:
   linearly to 1 over the search; epsilon-greedy clamping `eps`, decayed
   linearly to 0 by mid-search.
 
-The architecture changes every step, so a step cannot be one traced graph
-without computing every op (a per-edge `tf.switch_case` traced and ran far
-slower: BUILD_NOTES.md).  `SingleEdgeSearch.step` is orchestrated from Python:
-it derives the edge modes from the alphas and calls, per edge, the function
-traced once per kind of op (`tracing.eager_sharing`), so only the ops that run
-are ever computed.
+The architecture changes every step, yet a step is two traced graphs (the
+alpha phase and the weight phase), traced once: the edge modes are an input
+tensor, and every edge runs `MixedOp.run_mode`, one `tf.switch_case` over
+"op k alone / mixed / off" inside a function shared per kind of edge, so only
+the chosen branch executes and the trace does not grow with the number of
+edges (BUILD_NOTES.md).  The modes are derived from the alphas in numpy
+between the two phases.  Gradients of ops that did not run come out as zeros;
+their weights and optimizer slots are masked out of the update.
 """
 
 import dataclasses
@@ -31,7 +33,6 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from keras_darts import tracing
 from keras_darts.cells import EDGE_MIXED, EDGE_OFF, edge_inputs
 from keras_darts.search_step import BilevelSearch, SearchHParams
 from keras_darts.selection.magnitude import derive_cell
@@ -134,12 +135,11 @@ class EdgeSampler:
 class SingleEdgeSearch(BilevelSearch):
     """The bilevel search with EDAS's single-edge relaxation.
 
-    Same optimizers, updates and metrics as `BilevelSearch` (whose alpha and
-    weight updates it runs); only the forward differs: `edge_modes` clamp the
-    supernet.  Alpha rows other than the sampled edge's get an exactly zero
-    gradient; Adam (one tensor per cell type, as a PyTorch Adam over the alpha
-    tensor) still moves them by its momentum and L2 term.  Weights of ops that
-    did not run get no gradient and are not updated at all.
+    Same optimizers, losses and metrics as `BilevelSearch`; `edge_modes` clamp
+    the supernet.  Alpha rows other than the sampled edge's get an exactly zero
+    gradient and are not updated (values and Adam moments: a lazy update).
+    Weights of ops that did not run get a zero gradient from the traced switch
+    and are not updated at all (no decay, no momentum), as if it were None.
     """
 
     def __init__(self, model, strategy, global_batch_size, hparams=SearchHParams(),
@@ -149,6 +149,16 @@ class SingleEdgeSearch(BilevelSearch):
         self.sampler = EdgeSampler(model.alpha_normal.shape[0], settings.seed,
                                    settings.edges_per_step, settings.sampling)
         self._progress = 0.0
+        # Which (cell type, edge, op) each op weight belongs to (see _ran).
+        self._op_of = {}
+        for cell in model.search_cells:
+            for e, edge in enumerate(cell.edges):
+                for k, op in enumerate(edge.candidates):
+                    for v in op.trainable_variables:
+                        self._op_of[id(v)] = (CELL_TYPES[cell.reduction], e, k)
+        # autograph off: no tensor-dependent Python control flow.
+        self._arch_phase = tf.function(self._distributed_arch_phase, autograph=False)
+        self._weight_phase = tf.function(self._distributed_weight_phase, autograph=False)
 
     def set_progress(self, epoch, epochs):
         self._progress = epoch / max(epochs, 1)
@@ -169,26 +179,63 @@ class SingleEdgeSearch(BilevelSearch):
     def step(self, train_batch, val_batch):
         step = int(self.arch_optimizer.iterations.numpy())
         sampled = self.sampler.sample(step)
-        with tracing.eager_sharing():
-            val_loss, val_correct = self._run(self._arch_update, *val_batch,
-                                              self.edge_modes(sampled, step))
-            # The alpha step may have changed the argmax or a node's top 2.
-            train_loss, train_correct, grad_norm = self._run(
-                self._weight_update, *train_batch, self.edge_modes(sampled, step))
+        val_loss, val_correct = self._arch_phase(val_batch, self._as_tensors(
+            self.edge_modes(sampled, step)))
+        # The alpha step may have changed the argmax or a node's top 2.
+        train_loss, train_correct, grad_norm = self._weight_phase(
+            train_batch, self._as_tensors(self.edge_modes(sampled, step)))
         return self._step_metrics({
             "loss/val": val_loss, "correct/val": val_correct, "loss/train": train_loss,
             "correct/train": train_correct,
             "grad_norm": grad_norm / self.strategy.num_replicas_in_sync})
 
     def step_graph(self, train_batch, val_batch):
-        raise ValueError("the single-edge step is orchestrated from Python: it has "
-                                  "no single traced graph")
+        raise ValueError("the single-edge step is two traced graphs (alpha phase, weight "
+                         "phase) with the edge modes derived in between")
 
     def evaluate(self, batch):
         """Eval-mode loss sum, correct count and example count of the derived
         network (the clamped supernet, no edge relaxed)."""
-        with tracing.eager_sharing():
-            return self._distributed_evaluate(batch, self.derived_modes())
+        return self._evaluate(batch, self._as_tensors(self.derived_modes()))
+
+    @staticmethod
+    def _as_tensors(modes):
+        return {cell: tf.constant(modes[cell], tf.int32) for cell in CELL_TYPES}
+
+    def _distributed_arch_phase(self, batch, edge_modes):
+        return self._run(self._arch_update, *batch, edge_modes)
+
+    def _distributed_weight_phase(self, batch, edge_modes):
+        return self._run(self._weight_update, *batch, edge_modes)
+
+    def _arch_update(self, images, labels, edge_modes):
+        """Adam step on the alpha rows of the mixed edges (a lazy update: the
+        other rows keep their values and moments)."""
+        arch_vars = self.model.arch_variables
+        loss, correct, grads = self._loss_and_grads(images, labels, arch_vars,
+                                                    weight_grads=False, edge_modes=edge_modes)
+        self.arch_optimizer.apply(grads, arch_vars, row_masks=[
+            tf.cast(tf.equal(edge_modes[cell], EDGE_MIXED), tf.float32) for cell in CELL_TYPES])
+        return loss, correct
+
+    def _weight_update(self, images, labels, edge_modes):
+        """SGD step (clipped as `BilevelSearch`'s) on the weights of the ops that
+        ran; the others (zero gradient) keep their values and momentum."""
+        weight_vars = self.model.weight_variables
+        loss, correct, grads = self._loss_and_grads(images, labels, weight_vars,
+                                                    edge_modes=edge_modes)
+        grads, grad_norm = tf.clip_by_global_norm(grads, self.hparams.w_grad_clip)
+        self.weight_optimizer.apply(grads, weight_vars, active=self._ran(edge_modes))
+        return loss, correct, grad_norm
+
+    def _ran(self, edge_modes):
+        """Per weight variable: None (always runs) or a 0/1 scalar, 1 if the op
+        owning it ran under `edge_modes` (chosen, or on the mixed edge)."""
+        ran = {}
+        for cell, e, k in set(self._op_of.values()):
+            mode = edge_modes[cell][e]
+            ran[cell, e, k] = tf.logical_or(tf.equal(mode, k), tf.equal(mode, EDGE_MIXED))
+        return [ran.get(self._op_of.get(id(v))) for v in self.model.weight_variables]
 
     def _mixing_weights(self):
         tau = self.settings.temperature(self._progress)

@@ -15,7 +15,9 @@ New op sets (sharpDARTS, NAO) add entries with `@register_op(name)` and a list
 of names with `register_op_set(name, names)`.
 """
 
+import contextlib
 import math
+import threading
 
 import keras
 import numpy as np
@@ -26,6 +28,39 @@ BN_MOMENTUM = 0.1  # PyTorch convention: new = (1 - m) * old + m * batch.
 
 _OPS = {}
 _OP_SETS = {}
+_PAIRED = threading.local()
+
+
+@contextlib.contextmanager
+def self_contained_gradients():
+    """Max pools traced in here recompute the pool inside their gradient, so the
+    forward kernel and its gradient kernel sit in one graph.  oneDNN's max-pool
+    gradient needs the forward's workspace from the same graph; a gradient in a
+    separately compiled function (a `tf.switch_case` branch's) falls back to a
+    kernel ~20x slower.  The extra pool costs ~0.3 ms at the default size."""
+    previous = getattr(_PAIRED, "enabled", False)
+    _PAIRED.enabled = True
+    try:
+        yield
+    finally:
+        _PAIRED.enabled = previous
+
+
+def _max_pool_recomputing(pool, x):
+    """pool(x), whose gradient re-runs pool(x) next to the gradient kernel."""
+
+    @tf.custom_gradient
+    def forward(x):
+        def grad(upstream):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                again = pool(x)
+            return tape.gradient(again, x, output_gradients=upstream)
+        return pool(x), grad
+
+    # A tensor of the graph being built (x may be captured from an enclosing
+    # one), so that the gradient refers to this graph's value.
+    return forward(tf.identity(x))
 
 
 def register_op(name):
@@ -358,25 +393,33 @@ class Pool(CandidateOp):
         self.kind = kind
         # oneDNN's max-pool gradient needs the forward's workspace in the same
         # graph; in a separately compiled backward function TF falls back to a
-        # kernel ~20x slower (3 s of a 5.4 s search step).
+        # kernel ~20x slower (3 s of a 5.4 s search step); the fully mixed
+        # supernet keeps it inline, EDAS's edge switch recomputes it
+        # (`self_contained_gradients`).
         self.inline_only = kind == "max"
         self.bn = BatchNorm(channels, affine=False) if bn_after else None
 
     def call(self, x, training=False, weight=None):
         s = self.stride
-        if s == 1:
-            # TF's SAME padding at stride 1 is PyTorch's pad 1 on each side, and
-            # TF pools ignore padded pixels, as -inf padding / count_include_pad=False do.
-            pool = tf.nn.max_pool2d if self.kind == "max" else tf.nn.avg_pool2d
-            y = pool(x, 3, 1, "SAME")
+        if self.kind == "max" and getattr(_PAIRED, "enabled", False):
+            y = _max_pool_recomputing(self._max_pool, x)
         elif self.kind == "max":
-            y = tf.nn.max_pool2d(_pad(x, 1, value=-np.inf), 3, s, "VALID")
+            y = self._max_pool(x)
+        elif s == 1:
+            # TF's SAME padding at stride 1 is PyTorch's pad 1 on each side, and
+            # TF pools ignore padded pixels, as count_include_pad=False does.
+            y = tf.nn.avg_pool2d(x, 3, 1, "SAME")
         else:
             summed = tf.nn.avg_pool2d(_pad(x, 1), 3, s, "VALID") * 9.0
             y = summed / self._valid_counts(x.shape[1], x.shape[2], s)
         if self.bn is not None:
             return self.bn(y, training=training, weight=weight)
         return _weighted(y, weight)
+
+    def _max_pool(self, x):
+        if self.stride == 1:  # TF's SAME padding here = PyTorch's pad 1 with -inf.
+            return tf.nn.max_pool2d(x, 3, 1, "SAME")
+        return tf.nn.max_pool2d(_pad(x, 1, value=-np.inf), 3, self.stride, "VALID")
 
     @staticmethod
     def _valid_counts(height, width, stride):

@@ -11,6 +11,8 @@ with clipping by the *global* gradient norm.  These optimizers are small
 checkpoint through `tf.train.Checkpoint` like any trackable.
 """
 
+import functools
+
 import tensorflow as tf
 
 
@@ -61,7 +63,7 @@ class _Optimizer(tf.Module):
                 v.assign(tf.zeros_like(v))
         self.iterations.assign(0)
 
-    def apply(self, grads, variables, row_masks=None):
+    def apply(self, grads, variables, row_masks=None, active=None):
         """Applies all-reduced `grads` to `variables`; call in a replica context.
 
         A variable whose gradient is None is left untouched (no decay, no
@@ -69,6 +71,10 @@ class _Optimizer(tf.Module):
         row_masks: per variable, None or a 0/1 vector over its first axis: only
         rows with 1 change (values and slots), as a lazy optimizer updates only
         the rows a sparse gradient touches.
+        active: per variable, None or a 0/1 scalar tensor; 0 = treat the gradient
+        as None (it must be zero): the variable and its slots stay exactly as
+        they are.  For a traced step in which a variable may or may not be used
+        (EDAS's clamped ops); only optimizers with `_update_active`.
         """
         if len(variables) != self._num_variables:
             raise ValueError(f"{self.name}: built for {self._num_variables} variables, "
@@ -78,12 +84,18 @@ class _Optimizer(tf.Module):
         def merge_fn(strategy, grads):
             step = tf.cast(self.iterations + 1, tf.float32)
             lr = tf.identity(self.learning_rate)
+            scalars = {}  # id(active flag) -> its `_active_scalars`.
             for i, (g, v) in enumerate(zip(grads, variables)):
                 if g is None:
                     continue
                 slots = [self.slots[s][i] for s in self.slot_names]
                 mask = None if row_masks is None else row_masks[i]
                 update = self._update if mask is None else _masked(self._update, mask)
+                if active is not None and active[i] is not None:
+                    key = id(active[i])  # Variables of one op share their scalars.
+                    if key not in scalars:
+                        scalars[key] = self._active_scalars(tf.cast(active[i], tf.float32), lr)
+                    update = functools.partial(self._update_active, scalars=scalars[key])
                 strategy.extended.update(v, update, args=(g, *slots, lr, step), group=False)
             strategy.extended.update(self.iterations, lambda it: it.assign_add(1), group=False)
 
@@ -121,6 +133,20 @@ class MomentumSGD(_Optimizer):
         # TF's fused kernel has PyTorch's semantics: buf = mu*buf + g; var -= lr*buf.
         return tf.raw_ops.ResourceApplyMomentum(
             var=var.handle, accum=buf.handle, lr=lr, grad=grad, momentum=self.momentum,
+            use_locking=False, use_nesterov=False)
+
+    def _active_scalars(self, active, lr):
+        """(lr, momentum, weight decay) of `_update_active` for a 0/1 flag."""
+        return lr * active, self.momentum * active + (1.0 - active), self.weight_decay * active
+
+    def _update_active(self, var, grad, buf, lr, step, scalars):
+        """`_update` if the op ran; else buf = 1 * buf + 0 and var -= 0 * buf:
+        both bit-identical, in the same one fused kernel (no copies, no select)."""
+        lr, momentum, weight_decay = scalars
+        if self.weight_decay:
+            grad = grad + weight_decay * var
+        return tf.raw_ops.ResourceApplyMomentum(
+            var=var.handle, accum=buf.handle, lr=lr, grad=grad, momentum=momentum,
             use_locking=False, use_nesterov=False)
 
 

@@ -12,8 +12,6 @@ BatchNorm moving-average updates happen inside the function, and gradients
 flow to the caller's variables as to any captured variable.
 """
 
-import contextlib
-import threading
 import weakref
 
 import keras
@@ -21,31 +19,16 @@ import tensorflow as tf
 
 # key -> a live layer of that kind, whose `_shared_function` the others reuse.
 _TEMPLATES = weakref.WeakValueDictionary()
-_EAGER = threading.local()
-
-
-@contextlib.contextmanager
-def eager_sharing():
-    """Lets eager code call the shared traces too (each layer then runs as one
-    function call instead of op by op): for steps whose structure changes
-    every call, such as EDAS's, which are orchestrated from Python."""
-    previous = getattr(_EAGER, "enabled", False)
-    _EAGER.enabled = True
-    try:
-        yield
-    finally:
-        _EAGER.enabled = previous
 
 
 def can_share():
-    """True where a shared trace is valid: inside a tf.function (or eagerly in
-    `eager_sharing`) on one replica.
+    """True where a shared trace is valid: inside a tf.function on one replica.
 
     Under several replicas the layers all-reduce BatchNorm statistics; a
     collective traced once and called from many places would be unsafe, so
     those graphs trace every layer inline.
     """
-    if not (tf.inside_function() or getattr(_EAGER, "enabled", False)):
+    if not tf.inside_function():
         return False
     replica_ctx = tf.distribute.get_replica_context()
     return replica_ctx is not None and replica_ctx.num_replicas_in_sync == 1

@@ -13,7 +13,7 @@ from conftest import run_module
 from keras_darts import edas, ops
 from keras_darts.cells import EDGE_MIXED, EDGE_OFF, edge_inputs
 from keras_darts.genotype import load as load_genotype
-from keras_darts.optim import Adam
+from keras_darts.optim import Adam, MomentumSGD
 from keras_darts.selection.magnitude import derive_genotype
 from keras_darts.supernet import SearchNetwork
 
@@ -149,30 +149,58 @@ def test_alpha_gradient_reaches_only_the_sampled_rows():
         assert not np.delete(grad, row, axis=0).any()
 
 
-def test_step_changes_only_sampled_alpha_rows_and_weights_of_ops_that_ran():
+@pytest.fixture(scope="module")
+def stepped():
+    """A tiny search before and after its first step (tracing the step takes most
+    of the time, so the tests below share it)."""
     model, search = tiny_search()
-    step = int(search.arch_optimizer.iterations.numpy())
-    sampled = search.sampler.sample(step)
-    modes = search.edge_modes(sampled, step)
+    sampled = search.sampler.sample(0)
+    modes = [search.edge_modes(sampled, 0)]  # The alpha phase's; the weight phase's below.
     alphas = [a.numpy().copy() for a in model.arch_variables]
-    weights = {id(v): v.numpy().copy() for v in model.weight_variables}
-    metrics = search.step(batch(1), batch(2))
+    before = {id(v): v.numpy().copy() for v in model.variables}
+    metrics = search.step(batch(1), batch(2))  # Traced: every edge is a tf.switch_case.
+    modes.append(search.edge_modes(sampled, 0))
+    return model, search, sampled, modes, alphas, before, metrics
+
+
+def test_step_changes_only_sampled_alpha_rows_and_weights_of_ops_that_ran(stepped):
+    model, search, sampled, modes, alphas, before, metrics = stepped
     assert np.isfinite(float(metrics["loss/train"]))
-    for alpha, before, cell in zip(model.arch_variables, alphas, edas.CELL_TYPES):
-        changed = np.flatnonzero(np.any(alpha.numpy() != before, axis=1))
+    for alpha, old, cell in zip(model.arch_variables, alphas, edas.CELL_TYPES):
+        changed = np.flatnonzero(np.any(alpha.numpy() != old, axis=1))
         assert changed.tolist() == [sampled[cell]]
-    # Ops of edges that were OFF for both phases never ran: their weights are untouched.
+    # Ops that did not run in either phase kept their weights and their BatchNorm
+    # statistics (which any execution in train mode would have moved); ops that
+    # ran moved their statistics.
+    ran_with_stats = 0
     for cell in model.search_cells:
-        cell_modes = modes["reduce" if cell.reduction else "normal"]
-        for e, mode in enumerate(cell_modes):
-            for k, op in enumerate(cell.edges[e].candidates):
-                ran = mode == EDGE_MIXED or mode == k
-                for v in op.trainable_variables:
+        cell_type = "reduce" if cell.reduction else "normal"
+        for e, edge in enumerate(cell.edges):
+            for k, op in enumerate(edge.candidates):
+                ran = any(m[cell_type][e] in (EDGE_MIXED, k) for m in modes)
+                for v in op.variables:
                     if not ran:
-                        np.testing.assert_array_equal(v.numpy(), weights[id(v)])
-    stem_changed = not np.array_equal(model.stem_conv.trainable_variables[0].numpy(),
-                                      weights[id(model.stem_conv.trainable_variables[0])])
-    assert stem_changed
+                        np.testing.assert_array_equal(v.numpy(), before[id(v)])
+                stats = [v for v in op.variables if not v.trainable]
+                if ran and stats:
+                    assert not np.array_equal(stats[0].numpy(), before[id(stats[0])])
+                    ran_with_stats += 1
+    assert ran_with_stats > len(model.search_cells)
+    stem = model.stem_conv.trainable_variables[0]
+    assert not np.array_equal(stem.numpy(), before[id(stem)])
+
+
+@pytest.mark.slow
+def test_same_seed_same_alphas_bit_for_bit():
+    runs = []
+    for _ in range(2):
+        keras.utils.set_random_seed(0)
+        model, search = tiny_search(sampling="round_robin")
+        for step in range(3):
+            search.step(batch(step), batch(step + 10))
+        runs.append([a.numpy() for a in model.arch_variables])
+    for first, second in zip(*runs):
+        np.testing.assert_array_equal(first, second)
 
 
 def test_lazy_adam_rows():
@@ -184,6 +212,26 @@ def test_lazy_adam_rows():
     assert (var.numpy()[1] < 1.0).all()
     np.testing.assert_array_equal(adam.slots["m"][0].numpy()[[0, 2]], 0.0)
     assert (adam.slots["m"][0].numpy()[1] > 0).all()
+
+
+def test_inactive_variables_keep_value_and_momentum_exactly():
+    rng = np.random.default_rng(0)
+    values = [rng.standard_normal((3, 2)).astype(np.float32) for _ in range(3)]
+    variables = [tf.Variable(v) for v in values]
+    reference = [tf.Variable(v) for v in values]
+    sgd = MomentumSGD(variables, 0.1, momentum=0.9, weight_decay=0.01)
+    plain = MomentumSGD(reference, 0.1, momentum=0.9, weight_decay=0.01)
+    for step in range(3):
+        grads = [tf.constant(rng.standard_normal((3, 2)).astype(np.float32)) for _ in values]
+        grads[1] = tf.zeros((3, 2))  # An op that did not run: its gradient is zero.
+        sgd.apply(grads, variables, active=[None, tf.constant(False), tf.constant(True)])
+        plain.apply([grads[0], None, grads[2]], reference)  # torch.optim: no gradient.
+    for v, r in zip(variables, reference):
+        np.testing.assert_array_equal(v.numpy(), r.numpy())
+    np.testing.assert_array_equal(variables[1].numpy(), values[1])
+    np.testing.assert_array_equal(sgd.slots["momentum"][1].numpy(), 0.0)
+    np.testing.assert_array_equal(sgd.slots["momentum"][2].numpy(),
+                                  plain.slots["momentum"][2].numpy())
 
 
 # -- the clamped supernet is the derived network -----------------------------------
@@ -202,20 +250,16 @@ def test_shared_traces_change_nothing():
     modes = search.edge_modes({"normal": 3, "reduce": 0}, step=0)
     images = batch()[0]
     inline = model(images, training=False, edge_modes=modes)
-    with edas.tracing.eager_sharing():
-        shared = model(images, training=False, edge_modes=modes)
+    shared = tf.function(lambda x: model(x, training=False, edge_modes=modes))(images)
     np.testing.assert_allclose(shared.numpy(), inline.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_resumed_sampling_continues_the_sequence():
-    model, search = tiny_search(sampling="round_robin")
-    keras.utils.set_random_seed(0)
-    search.step(batch(1), batch(2))
+def test_resumed_sampling_continues_the_sequence(stepped):
+    search = stepped[1]
     step = int(search.arch_optimizer.iterations.numpy())
     assert step == 1
     # The edge of step 1 is what a fresh sampler (a resumed run) draws for step 1.
-    assert search.sampler.sample(step) == edas.EdgeSampler(
-        NUM_EDGES, 0, sampling="round_robin").sample(1)
+    assert search.sampler.sample(step) == edas.EdgeSampler(NUM_EDGES, 0).sample(1)
 
 
 # -- command line ------------------------------------------------------------------
