@@ -53,25 +53,24 @@ def configure_graph_optimizer(mode="auto"):
     return mode
 
 
-def configure_threads(eager_steps=False):
+def configure_threads():
     """On CPU only: run independent ops in parallel, each on one thread.
 
     The supernet step is thousands of small ops; TF's default (every op may
     fan out over all cores, and several run at once) oversubscribes the cores.
     Measured on 2 cores, default supernet, batch 64: 4.1 -> 3.6 s per step
-    (BUILD_NOTES.md).  `eager_steps` (EDAS's Python-orchestrated step, which
-    runs one op or edge function at a time): let each op use every core
-    instead (2.03 -> 1.61 s per step).  Must run before TF executes its first
-    op; later it is skipped with a warning.  GPU machines keep TF's defaults.
+    (BUILD_NOTES.md); EDAS's traced single-edge step too.  Must run before TF
+    executes its first op; later it is skipped with a warning.  GPU machines
+    keep TF's defaults.
     """
     if tf.config.list_physical_devices("GPU"):
         return False
     cores = os.cpu_count() or 1
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(cores if eager_steps else 1)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(cores)
     except RuntimeError as e:  # The runtime is already initialised (e.g. in tests).
-        if tf.config.threading.get_intra_op_parallelism_threads() not in (1, cores):
+        if tf.config.threading.get_intra_op_parallelism_threads() != 1:
             logging.warning("thread settings left as they are: %s", e)
         return False
     return True
@@ -120,9 +119,9 @@ def make_strategy(name):
     return strategy
 
 
-def start(strategy, graph_optimizer="auto", eager_steps=False):
+def start(strategy, graph_optimizer="auto"):
     """A run's process set-up, in the order TF needs: CPU threads, Grappler, then
     the distribution strategy (see `make_strategy`).  Returns the strategy."""
-    configure_threads(eager_steps=eager_steps)
+    configure_threads()
     configure_graph_optimizer(graph_optimizer)
     return make_strategy(strategy)

@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_darts import replicas
-from keras_darts.cells import EDGE_MIXED
 from keras_darts.optim import Adam, MomentumSGD, assign_all
 
 
@@ -217,17 +216,11 @@ class BilevelSearch:
                              + (1.0 - fixed) * tf.nn.softmax(alpha, axis=-1))
         return weights
 
-    def _arch_update(self, images, labels, edge_modes=None):
-        """Adam step on alphas with the gradient of the val loss w.r.t. alphas.
-        With `edge_modes`, only the rows of mixed edges (EDGE_MIXED) change."""
+    def _arch_update(self, images, labels):
+        """Adam step on alphas with the gradient of the val loss w.r.t. alphas."""
         arch_vars = self.model.arch_variables
-        loss, correct, grads = self._loss_and_grads(images, labels, arch_vars, weight_grads=False,
-                                                    edge_modes=edge_modes)
-        row_masks = None
-        if edge_modes is not None:
-            row_masks = [[float(mode == EDGE_MIXED) for mode in edge_modes[cell]]
-                         for cell in ("normal", "reduce")]
-        self.arch_optimizer.apply(grads, arch_vars, row_masks=row_masks)
+        loss, correct, grads = self._loss_and_grads(images, labels, arch_vars, weight_grads=False)
+        self.arch_optimizer.apply(grads, arch_vars)
         return loss, correct
 
     def _unrolled_arch_grads(self, train_images, train_labels, val_images, val_labels):
@@ -269,11 +262,10 @@ class BilevelSearch:
         self.arch_optimizer.apply(grads, self.model.arch_variables)
         return loss, correct
 
-    def _weight_update(self, images, labels, edge_modes=None):
+    def _weight_update(self, images, labels):
         """SGD step on weights with the gradient of the train loss w.r.t. weights."""
         weight_vars = self.model.weight_variables
-        loss, correct, grads = self._loss_and_grads(images, labels, weight_vars,
-                                                    edge_modes=edge_modes)
+        loss, correct, grads = self._loss_and_grads(images, labels, weight_vars)
         # Clip by the global norm of the full-batch gradient, before L2 (reference order).
         grads, grad_norm = tf.clip_by_global_norm(grads, self.hparams.w_grad_clip)
         self.weight_optimizer.apply(grads, weight_vars)

@@ -65,8 +65,9 @@ def _check_relaxation(cfg, strategy):
         raise ConfigError("--relaxation=single_edge takes first-order alpha steps (the "
                           "EDAS proposal); use --order=first")
     if strategy != "default":
-        raise ConfigError("--relaxation=single_edge runs its step from Python, one op at a "
-                          f"time; it supports only --strategy=default (--strategy="
+        raise ConfigError("--relaxation=single_edge derives each step's clamping on the "
+                          "host between its two phases and is built and tested for one "
+                          f"device: it supports only --strategy=default (--strategy="
                           f"{cfg.strategy} means {strategy} here)")
 
 
@@ -121,8 +122,7 @@ class SearchRun:
             self.resume = self.resume or tf.train.latest_checkpoint(
                 self.paths.checkpoints) is not None
         _check_output_dir(cfg, self.paths, self.resume)
-        self.strategy = runtime.start(strategy, cfg.graph_optimizer,
-                                      eager_steps=cfg.relaxation == "single_edge")
+        self.strategy = runtime.start(strategy, cfg.graph_optimizer)
         self.data = data_lib.load_search_data(
             cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
             image_size=cfg.image_size or None, seed=cfg.seed,
