@@ -35,9 +35,9 @@ def _run(out, *extra):
     return result
 
 
-def _interrupt(out, signum, after_line, delay):
+def _interrupt(out, signum, after_line, delay, *extra):
     """Starts a search, sends `signum` `delay` s after `after_line` appears in its log."""
-    proc = subprocess.Popen(_command(out), cwd=REPO, env=_env(), stderr=subprocess.PIPE,
+    proc = subprocess.Popen(_command(out, *extra), cwd=REPO, env=_env(), stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)
     log = []
     for line in proc.stderr:
@@ -78,6 +78,19 @@ def test_killed_and_resumed_search_is_bit_identical(tmp_path):
         resumed = _run(out, "--resume")
         assert "resumed from" in resumed.stderr
         assert _files(out) == _files(tmp_path / "reference"), name
+
+
+@pytest.mark.slow
+def test_terminated_and_resumed_edas_search_is_bit_identical(tmp_path):
+    """EDAS's sampled edges and clamping depend only on (seed, step) and the
+    checkpointed alphas, so a resumed single-edge search relaxes the same edges."""
+    edas = "--relaxation=single_edge"
+    _run(tmp_path / "reference", edas)
+    out = tmp_path / "term"
+    returncode, log = _interrupt(out, signal.SIGTERM, "epoch 2/3 step 1/3", 0.0, edas)
+    assert returncode == 128 + signal.SIGTERM and "checkpoint saved" in log, log[-3000:]
+    _run(out, edas, "--resume")
+    assert _files(out) == _files(tmp_path / "reference")
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
