@@ -1,47 +1,78 @@
 """Run configurations (search, training of a genotype): frozen records, saved as
-JSON beside the results."""
+JSON beside the results.
+
+A search config has the settings every search shares as fields, and two
+nested sections owned by plug-ins: `method_settings` (the dataclass the
+method declares, keras_darts/methods/) and `selection_settings` (the
+criterion's, keras_darts/selection/).  A field whose change on `--resume`
+would alter what the run computes is marked with `_fixed(...)`; the same mark
+(`fixed_on_resume`) exists for plug-in settings (keras_darts/settings.py).
+"""
 
 import dataclasses
 import json
 import os
 
+from keras_darts import settings as settings_lib
 from keras_darts.errors import ConfigError
-from keras_darts.fileio import atomic_write_text
-from keras_darts.search_step import SearchHParams
-from keras_darts.train_step import TrainHParams
+from keras_darts.infra.fileio import atomic_write_text
+from keras_darts.methods.bilevel import SearchHParams
+from keras_darts.evaluation.train_step import TrainHParams
+
+_FIXED = {"fixed_on_resume": True}
+
+
+def _fixed(default):
+    """A field that must not change on --resume: it shapes the model, the data
+    or the method's computation."""
+    return dataclasses.field(default=default, metadata=_FIXED)
 
 
 class _JsonRecord:
-    """JSON save/load and the resume check of a frozen config dataclass.
+    """JSON save/load and the resume check of a frozen config dataclass;
+    subclasses name their kind ("search") in KIND."""
 
-    Subclasses name the fields that must not change on --resume in RESUME_KEYS
-    and their kind ("search") in KIND.
-    """
-
-    RESUME_KEYS = ()
     KIND = ""
 
+    def to_json_dict(self):
+        return dataclasses.asdict(self)
+
     def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+        return json.dumps(self.to_json_dict(), indent=1, sort_keys=True)
 
     def save(self, path):
         atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def from_json_dict(cls, data):
+        return cls(**data)
 
     @classmethod
     def load(cls, path):
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-            return cls(**data)
+            return cls.from_json_dict(data)
         except (OSError, json.JSONDecodeError, TypeError) as e:
             raise ConfigError(f"cannot read {cls.KIND} config {path}: {e}") from None
 
+    def resume_conflicts(self, saved):
+        """['--flag: saved X, now Y'] for the fields that must match on --resume."""
+        return [f"--{f.name}: saved {getattr(saved, f.name)!r}, now {getattr(self, f.name)!r}"
+                for f in dataclasses.fields(self)
+                if f.metadata.get("fixed_on_resume") and getattr(saved, f.name) != getattr(self, f.name)]
+
     def check_resumable_from(self, saved):
-        diffs = [f"--{k}: saved {getattr(saved, k)!r}, now {getattr(self, k)!r}"
-                 for k in self.RESUME_KEYS if getattr(saved, k) != getattr(self, k)]
+        diffs = self.resume_conflicts(saved)
         if diffs:
             raise ConfigError("cannot --resume with settings that differ from the saved run "
                               f"in {self.output_dir}: " + "; ".join(diffs))
+
+
+# Keys of a search config.json written before plug-in sections existed (flat).
+_FLAT_METHOD_KEYS = ("order", "relaxation", "edas_clamp", "edas_edges_per_step",
+                     "edas_edge_sampling", "edas_tau0", "edas_eps")
+_FLAT_SELECTION_KEYS = ("msr_shapes", "pt_proj_intv", "pt_crit_normal", "pt_crit_reduce")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,32 +81,29 @@ class SearchConfig(_JsonRecord):
 
     output_dir: str
     # Data.
-    dataset: str = "digits"
-    data_dir: str = ""
-    image_size: int = 0          # 0 = the dataset's own size.
-    crop_padding: int = -1       # -1 = max(1, image_size // 8).
-    train_portion: float = 0.5   # First part of the train split: search-train.
-    # Supernet.
-    channels: int = 16
-    layers: int = 8
-    nodes: int = 4
-    primitives: str = "darts"
-    stem_multiplier: int = 3
-    # Search.
-    method: str = "darts"        # "darts" or "msr" (MSR-DARTS, keras_darts.msr).
+    dataset: str = _fixed("digits")
+    data_dir: str = _fixed("")
+    image_size: int = _fixed(0)          # 0 = the dataset's own size.
+    crop_padding: int = -1               # -1 = max(1, image_size // 8).
+    # Search space and supernet.
+    space: str = _fixed("darts")
+    channels: int = _fixed(16)
+    layers: int = _fixed(8)
+    nodes: int = _fixed(4)
+    primitives: str = _fixed("darts")
+    stem_multiplier: int = _fixed(3)
+    # Search method (keras_darts/methods/) and its own settings.
+    method: str = _fixed("darts")
+    method_settings: object = None       # The method's Settings; None = its defaults.
     epochs: int = 50
-    batch_size: int = 64
-    eval_batch_size: int = 0     # 0 = batch_size.
-    steps_per_epoch: int = 0     # 0 = a full pass over search-train.
-    order: str = "first"
-    relaxation: str = "full"     # full = DARTS; single_edge = EDAS (keras_darts/edas.py).
-    edas_clamp: str = "derived"
-    edas_edges_per_step: str = "per_cell_type"
-    edas_edge_sampling: str = "uniform"
-    edas_tau0: float = 1.0
-    edas_eps: float = 0.0
+    batch_size: int = _fixed(64)
+    eval_batch_size: int = 0             # 0 = batch_size.
+    steps_per_epoch: int = _fixed(0)     # 0 = a full pass over search-train.
+    train_portion: float = _fixed(0.5)   # First part of the train split: search-train.
+    seed: int = _fixed(2)
+    # Selection criterion (keras_darts/selection/) and its settings.
     selection: str = "magnitude"
-    seed: int = 2
+    selection_settings: object = None    # The criterion's Settings; None = its defaults.
     # Optimisers: defaults are SearchHParams' (the reference values).
     w_lr: float = SearchHParams.w_lr
     w_lr_min: float = SearchHParams.w_lr_min
@@ -87,25 +115,51 @@ class SearchConfig(_JsonRecord):
     a_beta_2: float = SearchHParams.a_beta_2
     a_weight_decay: float = SearchHParams.a_weight_decay
     # Runtime.
-    msr_shapes: str = "code"
-    pt_proj_intv: int = 5
-    pt_crit_normal: str = "acc"
-    pt_crit_reduce: str = "acc"
     strategy: str = "default"
     recompute: str = "all"
     graph_optimizer: str = "auto"
     log_every: int = 50
     keep_checkpoints: int = 3
 
-    # Fields that must match when resuming: they shape the model or the data.
-    # (--epochs may grow: resuming with more epochs extends a finished search.)
-    RESUME_KEYS = ("dataset", "data_dir", "image_size", "channels", "layers", "nodes",
-                   "primitives", "stem_multiplier", "batch_size", "steps_per_epoch", "order",
-                   "relaxation", "edas_clamp", "edas_edges_per_step", "edas_edge_sampling",
-                   "method", "train_portion", "seed")
     KIND = "search"
-    EDAS_KEYS = ("edas_clamp", "edas_edges_per_step", "edas_edge_sampling", "edas_tau0",
-                 "edas_eps")
+
+    def __post_init__(self):
+        from keras_darts import methods, selection  # They build on this module's imports.
+
+        method = methods.get(self.method)
+        object.__setattr__(self, "method_settings", settings_lib.from_dict(
+            method.Settings, self.method_settings or {}, f"settings of --method={self.method}"))
+        try:
+            criterion_settings = selection.make_settings(self.selection, self.selection_settings)
+        except KeyError as e:
+            raise ConfigError(e.args[0]) from None
+        object.__setattr__(self, "selection_settings", criterion_settings)
+
+    def to_json_dict(self):
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["method_settings"] = settings_lib.to_dict(self.method_settings)
+        data["selection_settings"] = settings_lib.to_dict(self.selection_settings)
+        return data
+
+    @classmethod
+    def from_json_dict(cls, data):
+        if "method_settings" not in data:  # Written before plug-in sections existed.
+            data = _from_flat(data)
+        return cls(**data)
+
+    def resume_conflicts(self, saved):
+        diffs = super().resume_conflicts(saved)
+        if saved.method == self.method:
+            diffs += [f"--{name}: saved {old!r}, now {new!r}" for name, old, new in
+                      settings_lib.changes_refused_on_resume(saved.method_settings,
+                                                             self.method_settings)]
+        return diffs
+
+    def search_space(self):
+        """The `SearchSpace` this config searches (keras_darts/space/)."""
+        from keras_darts.space import search_space
+
+        return search_space.get(self.space, primitives=self.primitives, num_nodes=self.nodes)
 
     def hparams(self):
         """The optimiser settings as the search step takes them (fields without a
@@ -124,32 +178,57 @@ class SearchConfig(_JsonRecord):
         return cls.load(path)
 
 
+def _from_flat(data):
+    """A config.json of the flat layout (one field per flag): its method and
+    selection settings move into their sections, `relaxation=single_edge`
+    becomes `method=edas`."""
+    data = dict(data)
+    flat = {k: data.pop(k) for k in _FLAT_METHOD_KEYS + _FLAT_SELECTION_KEYS if k in data}
+    if flat.get("relaxation") == "single_edge":
+        data["method"] = "edas"
+        data["method_settings"] = {k[len("edas_"):].replace("edge_sampling", "sampling"): v
+                                   for k, v in flat.items() if k.startswith("edas_")}
+    elif data.get("method", "darts") == "darts":
+        data["method_settings"] = {"order": flat.get("order", "first")}
+    else:
+        data["method_settings"] = {}
+    selection = data.get("selection", "magnitude")
+    if selection == "stable_rank":
+        data["selection_settings"] = {"msr_shapes": flat.get("msr_shapes", "code")}
+    elif selection == "perturbation":
+        data["selection_settings"] = {k[len("pt_"):]: v for k, v in flat.items()
+                                      if k.startswith("pt_")}
+    else:
+        data["selection_settings"] = {}
+    return data
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(_JsonRecord):
     """Everything that defines the training of a genotype from scratch (defaults:
-    the DARTS CIFAR-10 evaluation recipe, specs/darts.md sect. 5)."""
+    the DARTS CIFAR-10 evaluation recipe, docs/evaluation.md#cifar-10-recipe)."""
 
     output_dir: str
     genotype: str = "DARTS_V2"   # A registered name or a genotype JSON path.
     # Data.
-    dataset: str = "digits"
-    data_dir: str = ""
-    image_size: int = 0          # 0 = the dataset's own size.
-    crop_padding: int = -1       # -1 = max(1, image_size // 8).
-    cutout: int = 16             # Side of the cutout square in pixels; 0 = no cutout.
-    augmentation: str = "crop_flip"  # Or "imagenet" (the ImageNet recipe), data.py.
-    # Network (keras_darts.eval_net).
-    network: str = "cifar"
-    channels: int = 36
-    layers: int = 20
-    auxiliary: bool = True
+    dataset: str = _fixed("digits")
+    data_dir: str = _fixed("")
+    image_size: int = _fixed(0)          # 0 = the dataset's own size.
+    crop_padding: int = -1               # -1 = max(1, image_size // 8).
+    cutout: int = 16                     # Side of the cutout square in pixels; 0 = no cutout.
+    augmentation: str = _fixed("crop_flip")  # Or "imagenet" (the ImageNet recipe), data/.
+    # Network (keras_darts/evaluation/networks.py).
+    network: str = _fixed("cifar")
+    channels: int = _fixed(36)
+    layers: int = _fixed(20)
+    auxiliary: bool = _fixed(True)
     auxiliary_weight: float = TrainHParams.auxiliary_weight
     drop_path_prob: float = 0.2  # Final value of the linear drop-path schedule.
     # Recipe.
     epochs: int = 600
-    batch_size: int = 96
+    batch_size: int = _fixed(96)
     eval_batch_size: int = 0     # 0 = batch_size.
-    steps_per_epoch: int = 0     # 0 = a full pass over the train split.
+    steps_per_epoch: int = _fixed(0)     # 0 = a full pass over the train split.
     lr: float = 0.025
     lr_schedule: str = "cosine"  # cosine (to lr_min) or exponential (x lr_decay per epoch).
     lr_min: float = 0.0
@@ -158,7 +237,7 @@ class TrainConfig(_JsonRecord):
     weight_decay: float = TrainHParams.weight_decay
     grad_clip: float = TrainHParams.grad_clip
     label_smoothing: float = TrainHParams.label_smoothing
-    seed: int = 0
+    seed: int = _fixed(0)
     # Runtime.
     eval_every: int = 1          # Test accuracy every N epochs (and always after the last).
     export_dir: str = ""
@@ -168,9 +247,6 @@ class TrainConfig(_JsonRecord):
     keep_checkpoints: int = 3
 
     KIND = "train"
-    # They shape the model, its checkpoint or the data (--epochs may grow).
-    RESUME_KEYS = ("dataset", "data_dir", "image_size", "network", "channels", "layers",
-                   "auxiliary", "batch_size", "seed", "steps_per_epoch", "augmentation")
 
     def hparams(self):
         """The step's settings (the learning rate is set per epoch)."""

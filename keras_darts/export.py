@@ -15,9 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 
-from keras_darts import cli_flags  # noqa: E402
-from keras_darts.cli import run_guarded  # noqa: E402
-from keras_darts.train_loop import export_run  # noqa: E402
+from keras_darts.cli import flags as cli_flags  # noqa: E402
+from keras_darts.cli.guard import run_guarded  # noqa: E402
+from keras_darts.runs.train_run import export_run  # noqa: E402
 
 cli_flags.define_export_flags()
 

@@ -15,11 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 
-from keras_darts import cli_flags  # noqa: E402
-from keras_darts.cli import run_guarded  # noqa: E402
+from keras_darts.cli import flags as cli_flags  # noqa: E402
+from keras_darts.cli.guard import run_guarded  # noqa: E402
 from keras_darts.config import SearchConfig  # noqa: E402
 from keras_darts.errors import ConfigError  # noqa: E402
-from keras_darts.trainer import run_selection  # noqa: E402
+from keras_darts.runs.search_run import run_selection  # noqa: E402
 
 cli_flags.define_select_flags()
 

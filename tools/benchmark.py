@@ -1,10 +1,11 @@
 """Times complete search steps of the default DARTS supernet on random data.
 
   python tools/benchmark.py [--batch 64] [--channels 16] [--layers 8] [--steps 5]
-                            [--relaxation full|single_edge]
+                            [--method darts|blank|edas|msr] [--relaxation full|single_edge]
 
-Uses the same `BilevelSearch.step` as `python -m keras_darts.search` and prints
-one JSON line.  trace_s = process launch to the first finished step (imports,
+Builds the supernet and the step with the same method plug-in
+(keras_darts/methods/) as `python -m keras_darts.search`, runs the same
+`step`, and prints one JSON line.  trace_s = process launch to the first finished step (imports,
 model build, tracing, graph optimisation, first step); peak_rss_mb from
 `resource.getrusage`; gflop_per_step is counted on the traced step graph (TF's
 registered per-op FLOP statistics, plus our count for the depthwise-conv gradient
@@ -28,10 +29,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.python.framework import ops as tf_ops  # noqa: E402  (FLOP statistics)
 
-from keras_darts import runtime  # noqa: E402
-from keras_darts.edas import SingleEdgeSearch  # noqa: E402
-from keras_darts.search_step import ORDERS, BilevelSearch  # noqa: E402
-from keras_darts.supernet import RECOMPUTE_POLICIES, SearchNetwork  # noqa: E402
+from keras_darts import methods  # noqa: E402
+from keras_darts import settings as settings_lib  # noqa: E402
+from keras_darts.cli import flags as cli_flags  # noqa: E402
+from keras_darts.config import SearchConfig  # noqa: E402
+from keras_darts.errors import ConfigError  # noqa: E402
+from keras_darts.infra import runtime  # noqa: E402
+from keras_darts.methods.bilevel import ORDERS  # noqa: E402
+from keras_darts.space.supernet import RECOMPUTE_POLICIES  # noqa: E402
 
 
 def _depthwise_grad_flops(op):
@@ -99,13 +104,37 @@ def parse_args(argv=None):
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first",
                         choices=range(1, 10001), metavar="N")
-    parser.add_argument("--order", choices=ORDERS, default="first")
+    parser.add_argument("--method", choices=methods.names(), default="darts")
+    parser.add_argument("--order", choices=ORDERS, default="first",
+                        help="a setting of --method=darts")
     parser.add_argument("--relaxation", choices=["full", "single_edge"], default="full",
-                        help="full = DARTS; single_edge = EDAS")
+                        help="single_edge = --method=edas (as the search's flag)")
     parser.add_argument("--recompute", choices=RECOMPUTE_POLICIES, default="all")
     parser.add_argument("--graph_optimizer", choices=runtime.GRAPH_OPTIMIZER_MODES,
                         default="auto")
     return parser.parse_args(argv)
+
+
+def build(args):
+    """(method, supernet, step) as the search's method plug-in builds them."""
+    method = cli_flags.RELAXATION_METHODS[args.relaxation] or args.method
+    Settings = methods.get(method).Settings  # noqa: N806
+    given = {f.name: getattr(args, f.name) for f in settings_lib.fields(Settings)
+             if hasattr(args, f.name)}
+    if args.order != "first" and "order" not in given:
+        raise ConfigError(f"--order does not apply to --method={method}")
+    config = SearchConfig(output_dir="", channels=args.channels, layers=args.layers,
+                          nodes=args.nodes, batch_size=args.batch, recompute=args.recompute,
+                          seed=0, method=method, method_settings=given,
+                          **methods.get(method).implied)
+    plugin = methods.get(method)(config)
+    plugin.check("default")
+    strategy = tf.distribute.get_strategy()
+    shape = (args.image_size, args.image_size, 3)
+    with strategy.scope():
+        model = plugin.build_supernet(args.classes, shape)
+        step = plugin.build_step(model, strategy)
+    return plugin, model, step
 
 
 def main(argv=None):
@@ -113,33 +142,33 @@ def main(argv=None):
     runtime.configure_threads()
     runtime.configure_graph_optimizer(args.graph_optimizer)
     keras.utils.set_random_seed(0)
-    strategy = tf.distribute.get_strategy()
+    try:
+        plugin, model, search = build(args)
+    except ConfigError as e:
+        sys.exit(f"benchmark: {e}")
     shape = (args.image_size, args.image_size, 3)
-    model = SearchNetwork(args.classes, channels=args.channels, num_layers=args.layers,
-                          num_nodes=args.nodes, input_shape=shape, recompute=args.recompute)
-    if args.relaxation == "full":
-        search = BilevelSearch(model, strategy, args.batch, order=args.order)
-    elif args.order == "first":
-        search = SingleEdgeSearch(model, strategy, args.batch)
-    else:
-        sys.exit("--relaxation=single_edge takes first-order steps")
     batch = (tf.random.normal((args.batch,) + shape),
              tf.random.uniform((args.batch,), 0, args.classes, tf.int32))
-    float(search.step(batch, batch)["loss/train"])
+    val_batch = batch if plugin.trains_alphas else None
+    float(search.step(batch, val_batch)["loss/train"])
     trace_s = time.time() - LAUNCH
     # The single-edge step's graphs hold every branch of every edge's switch; counting
     # them would count ops that do not run.
-    gflop = count_gflop(search.step_graph(batch, batch)) if args.relaxation == "full" else None
+    try:
+        gflop = count_gflop(search.step_graph(batch, val_batch))
+    except ValueError:  # A step of several graphs (EDAS): not counted.
+        gflop = None
     times = []
     for _ in range(args.steps):
         start = time.time()
-        float(search.step(batch, batch)["loss/train"])
+        float(search.step(batch, val_batch)["loss/train"])
         times.append(time.time() - start)
     median = statistics.median(times) if times else None
     print(json.dumps({
         "impl": "keras_darts", "tf": tf.__version__, "keras": keras.__version__,
         "batch": args.batch, "channels": args.channels, "layers": args.layers,
-        "order": args.order, "relaxation": args.relaxation, "recompute": args.recompute,
+        "method": plugin.name, "order": args.order, "relaxation": args.relaxation,
+        "recompute": args.recompute,
         "trace_s": round(trace_s, 2),
         "step_s_median": round(median, 3) if times else None,
         "step_s_min": round(min(times), 3) if times else None,

@@ -5,7 +5,7 @@
       [--pt_proj_intv=5 --pt_crit_normal=acc --pt_crit_reduce=acc --msr_shapes=code]
 
 Each criterion runs exactly as `python -m keras_darts.select` runs it
-(`trainer.run_selection`), from the same checkpoint of --checkpoint (only read;
+(`runs.search_run.run_selection`), from the same checkpoint of --checkpoint (only read;
 perturbation tunes its own copy of the supernet), and writes its outputs into
 OUTPUT/<criterion>/.  Every genotype is then evaluated as a discrete
 architecture inside the SEARCHED supernet (only its chosen ops on its chosen
@@ -27,13 +27,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, logging  # noqa: E402
 
-from keras_darts import cli_flags  # noqa: E402
-from keras_darts import genotype as genotype_lib  # noqa: E402
-from keras_darts.cli import run_guarded  # noqa: E402
+from keras_darts.cli import flags as cli_flags  # noqa: E402
+from keras_darts.space import genotype as genotype_lib  # noqa: E402
+from keras_darts.cli.guard import run_guarded  # noqa: E402
 from keras_darts.config import SearchConfig  # noqa: E402
 from keras_darts.errors import ConfigError  # noqa: E402
-from keras_darts.summaries import EpochWriter  # noqa: E402
-from keras_darts.trainer import SearchRun, run_selection  # noqa: E402
+from keras_darts.space import plans  # noqa: E402
+from keras_darts.infra.summaries import EpochWriter  # noqa: E402
+from keras_darts.runs.search_run import SearchRun, run_selection  # noqa: E402
 
 cli_flags.define_compare_flags()
 
@@ -130,7 +131,7 @@ def compare(source, output_dir):
         summary = run_selection(config, source)
         total = time.time() - start
         genotype = genotype_lib.load(os.path.join(config.output_dir, "genotype.json"))
-        loss, accuracy = reference.evaluate(data.search_val_eval, arch=genotype)
+        loss, accuracy = reference.evaluate(data.search_val_eval, plans.Discrete(genotype))
         rows.append(Row(name, genotype, accuracy, loss,
                         reference.model.count_arch_params(genotype),
                         summary["selection_seconds"], total))

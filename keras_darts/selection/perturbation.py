@@ -1,14 +1,18 @@
-"""`perturbation`: perturbation-based selection, DARTS-PT (specs/selection.md sect. 2).
+"""`perturbation`: perturbation-based selection, DARTS-PT (docs/selection/perturbation.md).
 
-The algorithm is decoupled from data and training by two callbacks:
+A selection phase: after the search, the harness hands the run to `perturbation`
+(registered with tunes_supernet=True), which tunes the supernet between
+decisions through the harness's phase API (keras_darts/runs/search_run.py).
+
+The algorithm itself is decoupled from data and training by two callbacks:
 
   evaluate(edge_weights) -> (acc, loss)
       top-1 accuracy (%) and mean cross-entropy of the supernet on the whole
       validation split, no gradient, in TRAIN mode (BatchNorm batch statistics),
-      mixing by edge_weights = {"normal": [E, K], "reduce": [E, K]} (spec 2.3).
+      mixing by edge_weights = {"normal": [E, K], "reduce": [E, K]}.
   tune(projection, epoch)
       one epoch of supernet training (alpha and weight steps) in which decided
-      rows are overridden by `projection.weights(...)` (spec 2.5).
+      rows are overridden by `projection.weights(...)`.
 
 All progress lives in a `Projection`, which round-trips through JSON: save it
 from `on_decision` and after each `tune` epoch, and `run_schedule(...,
@@ -23,14 +27,20 @@ import dataclasses
 import json
 import numbers
 import operator
+import os
+import time
 
 import numpy as np
+from absl import logging
 
-from keras_darts.cells import edge_inputs
 from keras_darts.errors import ConfigError
-from keras_darts.genotype import EDGES_PER_NODE, Genotype
+from keras_darts.infra.fileio import atomic_write_text
+from keras_darts.runs.lifecycle import format_duration
 from keras_darts.selection import SelectionResult, register
-from keras_darts.selection.magnitude import derive_cell
+from keras_darts.settings import setting
+from keras_darts.space import plans
+from keras_darts.space.genotype import EDGES_PER_NODE
+from keras_darts.space.search_space import SearchSpace
 
 CELL_TYPES = ("normal", "reduce")
 CRITERIA = ("acc", "loss")
@@ -39,13 +49,18 @@ EDGE_DECISIONS = ("random",)
 
 @dataclasses.dataclass(frozen=True)
 class PTSettings:
-    """DARTS-PT flags (spec 2.6); defaults = the published scripts."""
+    """DARTS-PT's settings (docs/selection/perturbation.md#flags-and-defaults);
+    defaults = the published scripts.  `edge_decision` and `seed` have no flag:
+    the phase seeds the random edge / node choices with the run's --seed."""
 
-    proj_intv: int = 5          # epochs between decisions (train_search.py default 10)
-    crit_normal: str = "acc"    # op and topology criterion of the normal cell
-    crit_reduce: str = "acc"    # ... of the reduction cell
+    proj_intv: int = setting(5, "pt_proj_intv", "perturbation: tuning epochs between "
+                             "decisions (published scripts: 5).", lower=1)
+    crit_normal: str = setting("acc", "pt_crit_normal", "perturbation: score normal-cell "
+                               "decisions by validation accuracy or loss.", choices=CRITERIA)
+    crit_reduce: str = setting("acc", "pt_crit_reduce", "perturbation: the same for reduction "
+                               "cells.", choices=CRITERIA)
     edge_decision: str = "random"
-    seed: int = 2               # seeds the random edge / node choices
+    seed: int = 2               # Seeds the random edge / node choices.
 
     def __post_init__(self):
         if not _is_int(self.proj_intv) or self.proj_intv < 1:
@@ -69,18 +84,16 @@ def _is_int(value):
 
 
 def multi_input_nodes(num_nodes):
-    """{node: alpha rows of its incoming edges} for the nodes with > 2 inputs (spec 2.2).
+    """{node: alpha rows of its incoming edges} for the nodes with > 2 inputs
+    (docs/selection/perturbation.md#node-decision).
 
     4 nodes: {1: [2, 3, 4], 2: [5, 6, 7, 8], 3: [9, ..., 13]}; node 0 keeps both edges.
     """
-    rows = {}
-    for e, (node, _) in enumerate(edge_inputs(num_nodes)):
-        rows.setdefault(node, []).append(e)
-    return {node: r for node, r in rows.items() if len(r) > EDGES_PER_NODE}
+    return SearchSpace("darts", (), num_nodes).multi_input_nodes()
 
 
 class Projection:
-    """Decisions taken so far for both cell types (spec 2.2).
+    """Decisions taken so far for both cell types (docs/selection/perturbation.md#projected-weights).
 
     chosen_ops[cell][edge] = op index of a decided edge; removed_edges[cell][node]
     = the rows a decided node dropped; undecided edges / nodes are the rest.
@@ -92,9 +105,11 @@ class Projection:
             raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
         self.primitives = tuple(primitives)
         self.num_nodes = int(num_nodes)
-        self.edges = edge_inputs(self.num_nodes)
-        self.node_rows = multi_input_nodes(self.num_nodes)
-        self.candidate_ops = [k for k, name in enumerate(self.primitives) if name != "none"]
+        # The DARTS cell over these ops: its wiring and derivation rule.
+        self.space = SearchSpace("darts", self.primitives, self.num_nodes)
+        self.edges = list(self.space.edges)
+        self.node_rows = self.space.multi_input_nodes()
+        self.candidate_ops = self.space.candidate_ops()
         if not self.candidate_ops:
             raise ValueError(f"no op besides 'none' to choose from: {list(self.primitives)}")
         self.chosen_ops = {cell: {} for cell in CELL_TYPES}
@@ -134,7 +149,7 @@ class Projection:
 
     def fixed_rows(self):
         """{cell: {row: weights [K]}}: the rows decisions fix, one-hot of the chosen
-        op for decided edges, zeros for removed edges (spec 2.2)."""
+        op for decided edges, zeros for removed edges (docs/selection/perturbation.md#projected-weights)."""
         num_ops = len(self.primitives)
         fixed = {}
         for cell in CELL_TYPES:
@@ -147,7 +162,7 @@ class Projection:
 
     def weights(self, probs_by_cell):
         """Forward weights per cell type: softmax(alpha) rows with the fixed rows
-        (`fixed_rows`) in place (spec 2.2).  New arrays."""
+        (`fixed_rows`) in place (docs/selection/perturbation.md#projected-weights).  New arrays."""
         out = {}
         for cell, rows in self.fixed_rows().items():
             w = np.array(probs_by_cell[cell], copy=True)
@@ -207,7 +222,7 @@ def _pick(values, better):
 
 def _scores(evaluate, base, cell_type, masks):
     """(accuracies, losses) of evaluate() on copies of `base`, each with
-    weights[cell_type][mask] = 0 for one mask (no renormalisation, spec 2.3)."""
+    weights[cell_type][mask] = 0 for one mask (no renormalisation)."""
     accs, losses = [], []
     for mask in masks:
         weights = {cell: w.copy() for cell, w in base.items()}
@@ -231,7 +246,7 @@ def _check_crit(crit):
 
 
 def project_op(projection, cell_type, probs_by_cell, evaluate, rng, crit):
-    """Operation decision on one random undecided edge of `cell_type` (spec 2.3).
+    """Operation decision on one random undecided edge of `cell_type` (docs/selection/perturbation.md#operation-decision).
 
     Masks each candidate op in turn (the other cell type keeps its projected
     weights) and keeps the op whose removal hurts most: lowest accuracy (crit
@@ -252,7 +267,7 @@ def project_op(projection, cell_type, probs_by_cell, evaluate, rng, crit):
 
 
 def project_edge(projection, cell_type, probs_by_cell, evaluate, rng, crit):
-    """Topology decision on one random undecided node of `cell_type` (spec 2.4).
+    """Topology decision on one random undecided node of `cell_type` (docs/selection/perturbation.md#node-decision).
 
     While more than 2 incoming edges remain, evaluate with each remaining row
     zeroed (rows removed earlier in this loop stay in) and remove the edge that
@@ -275,7 +290,7 @@ def project_edge(projection, cell_type, probs_by_cell, evaluate, rng, crit):
 
 # -- schedule ----------------------------------------------------------------
 def decision_epochs(proj_intv, num_edges, num_multi_input_nodes):
-    """(tune_epochs, [(epoch, "op" | "node"), ...]) of spec 2.5.
+    """(tune_epochs, [(epoch, "op" | "node"), ...]) of docs/selection/perturbation.md#schedule.
 
     14 edges, 3 nodes, proj_intv 5: 81 epochs, ops at 0, 5, ..., 65, nodes at 70, 75, 80.
     """
@@ -300,7 +315,7 @@ def _check_resume(projection, decisions, start_epoch):
 
 def run_schedule(projection, probs_fn, evaluate, tune, settings=None, on_decision=None,
                  start_epoch=0):
-    """Progressive projection and tuning (spec 2.5); returns `projection`.
+    """Progressive projection and tuning (docs/selection/perturbation.md#schedule); returns `projection`.
 
     probs_fn() -> current softmax(alpha) by cell type (alphas keep training).
     At each decision epoch: an op (or, after all edges, a node) decision for
@@ -340,43 +355,88 @@ def run_schedule(projection, probs_fn, evaluate, tune, settings=None, on_decisio
 
 
 def genotype_from_projection(projection, probs_by_cell):
-    """darts.md sect. 4 rule on the projected weights, each node's kept edges in
-    input index order (spec 2.5)."""
+    """The derivation rule on the projected weights, each node's kept edges in
+    input index order (docs/selection/perturbation.md#final-genotype)."""
     weights = projection.weights(probs_by_cell)
     cells = {}
     for cell in CELL_TYPES:
-        pairs = derive_cell(weights[cell], projection.primitives, projection.num_nodes)
+        pairs = projection.space.derive_cell(weights[cell])
         cells[cell] = [pair for i in range(0, len(pairs), EDGES_PER_NODE)
                        for pair in sorted(pairs[i:i + EDGES_PER_NODE], key=lambda p: p[1])]
-    concat = list(range(2, 2 + projection.num_nodes))
-    return Genotype(normal=cells["normal"], normal_concat=concat,
-                    reduce=cells["reduce"], reduce_concat=concat)
+    return projection.space.genotype(cells)
 
 
-@register("perturbation", requires=("evaluate", "tune"))
-def perturbation(model, context):
-    """DARTS-PT on a searched supernet.
-
-    context: "evaluate", "tune" (required, see the module docstring);
-    optional "settings" (PTSettings or a dict of its fields), "projection"
-    and "start_epoch" (resume), "on_decision" (progress callback).
-    """
-    if not callable(context.get("evaluate")) or not callable(context.get("tune")):
-        raise ConfigError("perturbation selection needs validation data and fine-tuning: "
-                          "run it through python -m keras_darts.search or keras_darts.select")
-    settings = context.get("settings") or PTSettings()
-    if isinstance(settings, dict):
-        try:
-            settings = PTSettings(**settings)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"invalid perturbation settings: {e}") from None
-    projection = context.get("projection") or Projection(model.primitives, model.num_nodes)
+# -- the phase -----------------------------------------------------------------
+@register("perturbation", settings=PTSettings, tunes_supernet=True, preview="magnitude")
+def perturbation(run, settings, writer):
+    """DARTS-PT after the search (docs/selection/perturbation.md#tuning-phase):
+    decisions every `proj_intv` tuning epochs, the supernet (alphas and weights)
+    tuned in between with the decided rows held fixed, by a fresh SGD at a
+    tenth of the search's weight lr, never annealed.  All progress is in
+    `perturbation/projection.json` (rewritten after every decision and every
+    tuning epoch) and the checkpoints, so `--resume` continues the phase."""
+    cfg, model, step = run.config, run.model, run.search
+    settings = dataclasses.replace(settings, seed=cfg.seed)
+    state = run.output_path("perturbation", "projection.json")
+    # A resumed non-chief worker reads the chief's state (it keeps none).
+    saved_state = run.chief_path("perturbation", "projection.json")
+    done = int(run.epoch.numpy()) - cfg.epochs  # Tuning epochs finished before.
+    if os.path.exists(saved_state):
+        with open(saved_state, encoding="utf-8") as f:
+            projection = Projection.from_json(f.read())
+    elif done > 0:
+        raise ConfigError(f"{saved_state} is missing: cannot resume perturbation selection")
+    else:
+        projection = Projection(model.primitives, model.num_nodes)
     if (projection.primitives, projection.num_nodes) != (tuple(model.primitives), model.num_nodes):
         raise ConfigError(f"the saved projection is for ops {list(projection.primitives)} and "
                           f"{projection.num_nodes} nodes, the supernet has "
                           f"{list(model.primitives)} and {model.num_nodes}")
-    run_schedule(projection, model.arch_probabilities, context["evaluate"], context["tune"],
-                 settings, on_decision=context.get("on_decision"),
-                 start_epoch=context.get("start_epoch", 0))
+    if run.at_epoch_start(cfg.epochs):  # The first tuning step: DARTS-PT tunes with a new SGD...
+        step.weight_optimizer.reset()
+    step.set_weight_lr(cfg.w_lr / 10)  # ...at a tenth of the lr, never annealed.
+    step.fix_rows(projection.fixed_rows())
+    tune_epochs, _ = decision_epochs(settings.proj_intv, projection.num_edges,
+                                     len(projection.node_rows))
+    logging.info("perturbation selection: %d tuning epochs, decisions every %d",
+                 tune_epochs, settings.proj_intv)
+
+    def save_state():
+        atomic_write_text(state, projection.to_json() + "\n")
+
+    def evaluate(edge_weights):  # -> (top-1 %, mean loss), as DARTS-PT compares.
+        loss, accuracy = run.evaluate(run.data.search_val_eval, plans.Mix(edge_weights))
+        return 100.0 * accuracy, loss
+
+    def on_decision(record, t):
+        save_state()
+        logging.info("perturbation epoch %d/%d: %s cell, %s", t + 1, tune_epochs,
+                     record["cell_type"], _describe_decision(record))
+
+    def tune(projection, t):
+        start = time.time()
+        step.fix_rows(projection.fixed_rows())
+        means = run.train_epoch(t, tune_epochs)
+        run.epoch.assign(cfg.epochs + t + 1)
+        run.save()
+        save_state()
+        run.stop_if_requested()
+        writer.scalars(cfg.epochs + t + 1, {**{f"perturbation/{k}": v for k, v in means.items()},
+                                            "perturbation/decisions": len(projection.history)})
+        logging.info("perturbation tuning epoch %d/%d: train loss %.4f acc %.3f | %s",
+                     t + 1, tune_epochs, means["search/loss/train"],
+                     means["search/accuracy/train"], format_duration(time.time() - start))
+
+    run_schedule(projection, model.arch_probabilities, evaluate, tune, settings,
+                 on_decision=on_decision, start_epoch=done)
+    save_state()
     genotype = genotype_from_projection(projection, model.arch_probabilities())
     return SelectionResult(genotype=genotype, scores={"decisions": list(projection.history)})
+
+
+def _describe_decision(record):
+    if record["kind"] == "op":
+        return (f"edge {record['edge']} (node {record['node']} <- {record['input']}): "
+                f"{record['chosen']}; accuracy without each op "
+                + ", ".join(f"{op} {acc:.2f}" for op, acc in zip(record["ops"], record["acc"])))
+    return f"node {record['node']}: kept inputs {record['kept']}, removed {record['removed']}"

@@ -1,27 +1,36 @@
 """`stable_rank`: minimum-stable-rank read-out of a trained supernet.
 
-This is the `msr_readout` proposal of specs/selection.md 3.6, not MSR-DARTS
+This is this project's read-out proposal (docs/selection/stable_rank.md), not MSR-DARTS
 itself (no spectral normalisation, no srank mixing during training): every
 parameterised candidate op is scored by the stable rank of its last pointwise
-kernel as a periodic convolution (3.2), weightless ops score +inf, and the
-genotype keeps the smallest scores (3.4).  MSR-DARTS's own search
-(`--method=msr`, keras_darts.msr) mixes and selects by these same scores.
+kernel as a periodic convolution, weightless ops score +inf, and the
+genotype keeps the smallest scores.  MSR-DARTS's own search
+(`--method=msr`, keras_darts/methods/msr.py) mixes and selects by these same scores.
 
-context["msr_shapes"] picks the (H, W) each edge is scored at:
+The setting `msr_shapes` (flag `--msr_shapes`) picks the (H, W) each edge is scored at:
   "code"   (default) the cell's input size, halved for stride-2 edges; stride-1
            edges of reduction cells keep the full size (the reference code's quirk);
   "actual" the size the edge really runs at (all edges of a reduction cell: half).
 """
 
+import dataclasses
+
 import numpy as np
 
-from keras_darts.cells import edge_inputs
 from keras_darts.errors import GenotypeError
-from keras_darts.genotype import Genotype
 from keras_darts.selection import SelectionResult, register
-from keras_darts.stable_rank import conv_stable_rank, scored_kernel
+from keras_darts.selection.conv_stable_rank import conv_stable_rank, scored_kernel
+from keras_darts.settings import setting
 
 MSR_SHAPES = ("code", "actual")
+
+
+@dataclasses.dataclass(frozen=True)
+class StableRankSettings:
+    msr_shapes: str = setting(
+        "code", "msr_shapes", "stable_rank (and --method=msr): spatial size each edge is "
+        "scored at; 'code' = the MSR-DARTS code's (the cell's input size, halved for "
+        "stride-2 edges), 'actual' = the size the edge runs at.", choices=MSR_SHAPES)
 
 
 def _halve(size):
@@ -42,7 +51,7 @@ def _cells_with_input_size(model, msr_shapes):
 
 
 def edge_sizes(model, msr_shapes="code"):
-    """Per search cell, the (H, W) every edge is scored at (specs/selection.md 3.2)."""
+    """Per search cell, the (H, W) every edge is scored at (docs/selection/stable_rank.md#feature-map-sizes)."""
     return [[half if edge.stride == 2 or (cell.reduction and msr_shapes == "actual") else full
              for edge in cell.edges]
             for cell, full, half in _cells_with_input_size(model, msr_shapes)]
@@ -69,28 +78,22 @@ def cell_sranks(cell, sizes):
     return sranks
 
 
-def derive_cell(sranks, primitives, num_nodes):
-    """(op, input) pairs from a [num_edges, num_ops] srank matrix (specs/selection.md 3.4).
+def derive_cell(sranks, space):
+    """(op, input) pairs from a [num_edges, num_ops] srank matrix
+    (docs/selection/stable_rank.md#derivation-rule): the space's rule on -srank,
+    every op a candidate.
 
     Per node: the 2 incoming edges with the smallest min-over-ops srank
     (ascending; ties keep the lower input), each with its argmin op (first
     wins).  Edges with only weightless (+inf) ops are never kept.
     """
-    sranks = np.asarray(sranks, dtype=np.float64)
-    edges = edge_inputs(num_nodes)
-    pairs = []
-    for node in range(num_nodes):
-        # Rows come in ascending input order and sorted() is stable.
-        rows = [(e, j) for e, (n, j) in enumerate(edges)
-                if n == node and np.isfinite(sranks[e]).any()]
-        if len(rows) < 2:
-            raise GenotypeError(
-                f"stable_rank selection: node {node} has {len(rows)} incoming edge(s) with a "
-                f"parameterised op, needs 2; the op set {list(primitives)} has no ops with a "
-                "scorable pointwise kernel (sep/dil convs)")
-        for e, j in sorted(rows, key=lambda row: sranks[row[0]].min())[:2]:
-            pairs.append((primitives[int(np.argmin(sranks[e]))], j))
-    return pairs
+    scores = -np.asarray(sranks, dtype=np.float64)
+    try:
+        return space.derive_cell(scores, candidates=range(len(space.primitives)))
+    except GenotypeError as e:
+        raise GenotypeError(
+            f"stable_rank selection: {e}; the op set {list(space.primitives)} has no ops "
+            "with a scorable pointwise kernel (sep/dil convs) there") from None
 
 
 def per_cell_sranks(model, msr_shapes="code"):
@@ -104,9 +107,9 @@ def mean_sranks(model, msr_shapes="code", sranks=None):
     type (`sranks`: the `per_cell_sranks`, if already computed)."""
     if sranks is None:
         sranks = per_cell_sranks(model, msr_shapes)
-    by_type = {"normal": [], "reduce": []}
+    by_type = {cell_type: [] for cell_type in model.space.cell_types}
     for cell, matrix in zip(model.search_cells, sranks):
-        by_type["reduce" if cell.reduction else "normal"].append(matrix)
+        by_type[cell.cell_type].append(matrix)
     for kind, matrices in by_type.items():
         if not matrices:
             raise GenotypeError(f"stable_rank selection: the supernet has no {kind} cell")
@@ -117,21 +120,18 @@ def _json_safe(matrix):
     return [[float(v) if np.isfinite(v) else None for v in row] for row in matrix]
 
 
-@register("stable_rank")
-def stable_rank(model, context):
+@register("stable_rank", settings=StableRankSettings)
+def stable_rank(model, settings):
     """Genotype of minimum stable rank; scores = mean srank per op, None for +inf,
-    and under "cells" every cell's own srank matrix and cell genotype (3.4)."""
-    cells = per_cell_sranks(model, context.get("msr_shapes", "code"))
+    and under "cells" every cell's own srank matrix and cell genotype."""
+    space = model.space
+    cells = per_cell_sranks(model, settings.msr_shapes)
     sranks = mean_sranks(model, sranks=cells)
-    concat = list(range(2, 2 + model.num_nodes))
-    genotype = Genotype(normal=derive_cell(sranks["normal"], model.primitives, model.num_nodes),
-                        normal_concat=concat,
-                        reduce=derive_cell(sranks["reduce"], model.primitives, model.num_nodes),
-                        reduce_concat=concat)
-    per_cell = [{"cell": i, "type": "reduce" if cell.reduction else "normal",
-                 "pairs": [list(pair) for pair in derive_cell(matrix, model.primitives,
-                                                              model.num_nodes)],
-                 "concat": concat, "srank": _json_safe(matrix)}
-                for i, (cell, matrix) in enumerate(zip(model.search_cells, cells))]
+    genotype = space.genotype({t: derive_cell(sranks[t], space) for t in space.cell_types})
+    per_cell = []
+    for i, (cell, matrix) in enumerate(zip(model.search_cells, cells)):
+        pairs = derive_cell(matrix, space)
+        per_cell.append({"cell": i, "type": cell.cell_type, "pairs": [list(p) for p in pairs],
+                         "concat": list(space.concat_of(pairs)), "srank": _json_safe(matrix)})
     scores = {kind: _json_safe(m) for kind, m in sranks.items()}
     return SelectionResult(genotype=genotype, scores={**scores, "cells": per_cell})

@@ -1,0 +1,1 @@
+"""Command-line plumbing: every flag and its conversion to a config (`flags`), the error and signal guard (`guard`)."""

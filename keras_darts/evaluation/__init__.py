@@ -1,0 +1,1 @@
+"""Training a found architecture: the evaluation networks and their training step."""

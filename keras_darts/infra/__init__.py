@@ -1,0 +1,1 @@
+"""Process-wide infrastructure: strategies and threads, clusters, replicas, files, TensorBoard, shared traces."""

@@ -1,0 +1,29 @@
+"""Search methods, registered by name: `--method=NAME` picks one.
+
+| method | module | what it trains |
+|---|---|---|
+| `darts` | `darts.py` | alphas and weights, first or second order (DARTS) |
+| `blank` | `blank.py` | weights only, alphas fixed at init (DARTS-PT's baseline) |
+| `edas` | `edas.py` | one sampled edge relaxed, the others clamped (EDAS) |
+| `msr` | `msr.py` | weights of a spectrally normalised supernet mixed by softmax(-srank) (MSR-DARTS) |
+
+A method is a `keras_darts.methods.base.SearchMethod` subclass in its own
+module, registered with `@register`; add its import at the bottom of this
+file (docs/extending.md).  The harness only ever calls `get(name)(config)`.
+"""
+
+from keras_darts.registry import Registry
+
+_METHODS = Registry("search method")
+get, names = _METHODS.get, _METHODS.names
+
+
+def register(method_cls):
+    """Class decorator: registers a `SearchMethod` subclass under its `name`."""
+    if not method_cls.name:
+        raise ValueError(f"{method_cls.__name__} has no name")
+    return _METHODS.add(method_cls.name, method_cls)
+
+
+# Built-in methods register themselves on import.
+from keras_darts.methods import blank, darts, edas, msr  # noqa: E402,F401

@@ -1,0 +1,139 @@
+"""What a search method is: the plug-in interface the search harness
+(keras_darts/runs/search_run.py) drives without knowing which method it runs.
+
+A method is a subclass of `SearchMethod`, registered with
+`@methods.register`.  Its class attributes declare what it is and what it
+supports; its instance, made from the run's config, builds the supernet and
+the step, names its extra checkpoint state, and has hooks that the harness
+calls at fixed points of every run:
+
+    method = methods.get(config.method)(config)
+    method.check(strategy)                        # before anything is written
+    model = method.build_supernet(num_classes, image_shape)    # in strategy.scope()
+    step = method.build_step(model, strategy)                  # in strategy.scope()
+    checkpoint = tf.train.Checkpoint(..., **method.checkpoint_state())
+    for each epoch:
+        step.set_weight_lr(method.weight_lr(epoch, epochs))
+        method.start_epoch(epoch, epochs, fresh)
+        ... step.step(train_batch, val_batch if method.trains_alphas else None) ...
+        scalars = method.write_epoch(number, result, alphas_dir, writer)
+    method.end_of_run(summary)
+
+docs/extending.md walks through adding one.
+"""
+
+import os
+
+from keras_darts import schedules
+from keras_darts.errors import ConfigError
+from keras_darts.infra.fileio import write_json
+from keras_darts.methods.bilevel import BilevelSearch
+from keras_darts.settings import NoSettings
+from keras_darts.space.supernet import SearchNetwork
+
+ALL_STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+class SearchMethod:
+    """A search method (see the module docstring).  Class attributes:
+
+      name: the `--method` value.
+      description: one line for `--method`'s help.
+      Settings: the dataclass of its own config section and flags
+        (keras_darts/settings.py); `NoSettings` if it has none.
+      strategies: the resolved `--strategy` values it runs under.
+      strategy_note: why it supports only those (for the error message).
+      trains_alphas: its steps update architecture weights from a val batch;
+        False: weight-only steps (the harness then reads no val batches).
+      implied: config fields the method fixes, {field: value}: applied when the
+        flag is not given, and any other value is refused.
+      lr_options: options of the "cosine" weight learning-rate schedule.
+    """
+
+    name = None
+    description = ""
+    Settings = NoSettings
+    strategies = ALL_STRATEGIES
+    strategy_note = ""
+    trains_alphas = True
+    implied = {}
+    lr_options = {}
+
+    def __init__(self, config):
+        self.config = config
+        self.settings = config.method_settings
+        self.model = None
+        self.step = None
+
+    # -- checks ----------------------------------------------------------------
+    def check(self, strategy):
+        """Raises ConfigError for a configuration this method cannot run
+        (`strategy`: the resolved --strategy); called before any output."""
+        for field, needed in self.implied.items():
+            value = getattr(self.config, field)
+            if value != needed:
+                raise ConfigError(f"--method={self.name} needs --{field}={needed} (or no "
+                                  f"--{field}), got {value!r}")
+        if strategy not in self.strategies:
+            note = f" {self.strategy_note}" if self.strategy_note else ""
+            raise ConfigError(f"--method={self.name}{note}: it supports only --strategy="
+                              f"{'|'.join(self.strategies)} (--strategy={self.config.strategy} "
+                              f"means {strategy} here)")
+
+    # -- building --------------------------------------------------------------
+    def build_supernet(self, num_classes, image_shape):
+        """The supernet of this method for the config's space (in strategy.scope())."""
+        cfg = self.config
+        self.model = SearchNetwork(
+            num_classes, channels=cfg.channels, num_layers=cfg.layers, space=cfg.search_space(),
+            input_shape=image_shape, stem_multiplier=cfg.stem_multiplier,
+            recompute=cfg.recompute)
+        return self.model
+
+    def build_step(self, model, strategy):
+        """The object whose `step(train_batch, val_batch)` the harness runs (a
+        `BilevelSearch` or a subclass), made in strategy.scope()."""
+        self.step = BilevelSearch(model, strategy, self.config.batch_size, self.config.hparams())
+        return self.step
+
+    def checkpoint_state(self):
+        """{name: trackable} the checkpoint holds besides the supernet, both
+        optimizers, epoch and step (e.g. state a resumed epoch needs)."""
+        return {}
+
+    def describe(self):
+        """What the search trains, for the start-of-run log line."""
+        shapes = {tuple(a.shape) for a in self.model.arch_variables}
+        return f"alphas {len(self.model.arch_variables)} x {', '.join(map(str, shapes))}"
+
+    # -- hooks -----------------------------------------------------------------
+    def weight_lr(self, epoch, epochs):
+        """The weight learning rate of 0-based search `epoch`."""
+        cfg = self.config
+        return schedules.lr("cosine", epoch, epochs, cfg.w_lr, cfg.w_lr_min, **self.lr_options)
+
+    def start_epoch(self, epoch, epochs, fresh):
+        """Before the steps of a search epoch; `fresh`: the epoch starts at its
+        first step (False: resumed from a checkpoint saved inside it)."""
+        self.step.set_progress(epoch, epochs)
+
+    def restored_for_selection(self):
+        """After `keras_darts.select` restored a finished search, before selecting."""
+
+    def write_epoch(self, number, result, alphas_dir, writer):
+        """Writes the per-epoch architecture artefacts (alphas_dir/epoch_NNN.json,
+        TensorBoard heatmaps) of epoch `number`; returns extra scalars to log."""
+        model = self.model
+        probs = model.arch_probabilities()
+        write_json(os.path.join(alphas_dir, f"epoch_{number:03d}.json"), {
+            "primitives": list(model.primitives),
+            "alpha": {cell: alpha.numpy().tolist() for cell, alpha in model.alphas.items()},
+            "softmax": {cell: p.tolist() for cell, p in probs.items()},
+            "selection": self.config.selection, "scores": result.scores})
+        writer.alphas(number, probs, model.primitives)
+        return {"lr/alphas": self.config.a_lr} if self.trains_alphas else {}
+
+    def end_of_run(self, summary):
+        """After the final genotype is written, before results.json: `summary`
+        is the results dict; returns it (a method may add entries)."""
+        return summary

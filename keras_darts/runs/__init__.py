@@ -1,0 +1,1 @@
+"""Run loops: the search harness, the training of a genotype, and what they share."""

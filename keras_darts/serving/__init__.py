@@ -1,0 +1,1 @@
+"""Export for serving (SavedModel) and reuse of an exported module in Keras models."""

@@ -1,0 +1,186 @@
+"""What every registered search method must do (a conformance test in the manner
+of keras-hub's shared backbone tests): a tiny command-line search finishes with a
+valid genotype of the method's op set; stopped by SIGTERM mid-epoch and resumed,
+it writes byte-identical final alphas and genotype; it refuses what it does not
+support with a clear error before anything is written.
+
+A new method is covered by registering it: nothing here names one."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from conftest import REPO
+from keras_darts import methods, ops
+from keras_darts import settings as settings_lib
+from keras_darts.cli import flags as cli_flags
+from keras_darts.config import SearchConfig
+from keras_darts.errors import ConfigError
+from keras_darts.methods.base import ALL_STRATEGIES, SearchMethod
+from keras_darts.runs.search_run import run_search
+from keras_darts.space import genotype as genotype_lib
+
+TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_size=16",
+        "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1", "--epochs=3"]
+FINAL = ("alphas/epoch_003.json", "genotype.json")
+METHODS = methods.names()
+
+
+def _command(out, method, *extra):
+    return [sys.executable, "-m", "keras_darts.search", *TINY, f"--method={method}",
+            f"--output_dir={out}", *extra]
+
+
+def _start(out, method, *extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    return subprocess.Popen(_command(out, method, *extra), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc, timeout=300):
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def _terminate_after(proc, line):
+    """Sends SIGTERM once `line` appears in the search's log; returns (code, log)."""
+    log = []
+    for text in proc.stderr:
+        log.append(text)
+        if line in text:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    proc.wait(timeout=120)
+    return proc.returncode, "".join(log) + rest
+
+
+def _files(out):
+    return [open(os.path.join(out, name), "rb").read() for name in FINAL]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_tiny_search_finishes_and_resumes_bit_identically(tmp_path, method):
+    # The reference and the interrupted run go side by side: CPU results do not
+    # depend on the load (one thread per op).
+    reference = _start(tmp_path / "reference", method)
+    interrupted = _start(tmp_path / "term", method)
+    code, log = _terminate_after(interrupted, "epoch 2/3 step 1/3")
+    assert code == 128 + signal.SIGTERM and "checkpoint saved" in log, log[-3000:]
+    code, err = _finish(reference)
+    assert code == 0, err[-3000:]
+    config = SearchConfig.load_from_run(str(tmp_path / "reference"))
+    assert config.method == method
+    genotype = genotype_lib.load(str(tmp_path / "reference" / "genotype.json"),
+                                 known_ops=ops.op_set(config.primitives))
+    assert len(genotype.normal) == len(genotype.reduce) == 4  # 2 nodes x 2 pairs.
+
+    resumed = _start(tmp_path / "term", method, "--resume")
+    code, err = _finish(resumed)
+    assert code == 0 and "resumed from" in err, err[-3000:]
+    assert _files(tmp_path / "term") == _files(tmp_path / "reference")
+
+
+def _parse(*args):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["search", "--output_dir=/tmp/unused", *args])
+    return cli_flags.to_search_config()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unsupported_strategies_are_refused(method):
+    cls = methods.get(method)
+    config = SearchConfig(output_dir="x", method=method, **cls.implied)
+    for strategy in cls.strategies:
+        cls(config).check(strategy)
+    for strategy in set(ALL_STRATEGIES) - set(cls.strategies):
+        with pytest.raises(ConfigError, match=f"--method={method}.*supports only --strategy"):
+            cls(config).check(strategy)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_settings_the_method_fixes_are_refused_otherwise(method):
+    cls = methods.get(method)
+    with flagsaver.flagsaver():
+        assert _parse(f"--method={method}").method == method
+        for field, value in cls.implied.items():
+            other = next(v for v in (ops.op_sets() if field == "primitives" else
+                                     ("magnitude", "stable_rank", "perturbation"))
+                         if v != value)
+            config = _parse(f"--method={method}", f"--{field}={other}")
+            with pytest.raises(ConfigError, match=f"--method={method} needs --{field}={value}"):
+                cls(config).check("default")
+
+
+def _non_default(field):
+    """A valid flag value other than the field's default."""
+    meta = field.metadata
+    if meta["choices"]:
+        return next(c for c in meta["choices"] if c != field.default)
+    if meta["upper"] is not None:
+        return meta["upper"]
+    return field.default + 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_other_methods_flags_are_refused(method):
+    own = {settings_lib.flag_name(f)
+           for f in settings_lib.flagged_fields(methods.get(method).Settings)}
+    with flagsaver.flagsaver():
+        for other in METHODS:
+            for field in settings_lib.flagged_fields(methods.get(other).Settings):
+                flag = settings_lib.flag_name(field)
+                if flag not in own:
+                    with pytest.raises(ConfigError, match=f"--{flag} only applies to"):
+                        _parse(f"--method={method}", f"--{flag}={_non_default(field)}")
+
+
+def test_every_method_is_documented():
+    for method in METHODS:
+        assert methods.get(method).description, method
+        assert os.path.exists(os.path.join(REPO, "docs", "methods", f"{method}.md")), method
+
+
+class _Recorder(SearchMethod):
+    """A method written outside the package: DARTS's default step, hooks recorded."""
+
+    name = "conformance_recorder"
+    description = "records the harness's calls"
+    calls = []
+
+    def start_epoch(self, epoch, epochs, fresh):
+        super().start_epoch(epoch, epochs, fresh)
+        self.calls.append(("start_epoch", epoch, fresh))
+
+    def write_epoch(self, number, result, alphas_dir, writer):
+        self.calls.append(("write_epoch", number))
+        return super().write_epoch(number, result, alphas_dir, writer)
+
+    def end_of_run(self, summary):
+        self.calls.append(("end_of_run",))
+        return {**summary, "recorded": len(self.calls)}
+
+
+def test_a_method_module_is_all_it_takes(tmp_path):
+    """A method registered from outside the package runs through the harness,
+    which calls its hooks at the documented points."""
+    methods.register(_Recorder)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            methods.register(_Recorder)
+        config = SearchConfig(output_dir=str(tmp_path / "run"), method=_Recorder.name,
+                              channels=4, layers=3, nodes=2, batch_size=16, steps_per_epoch=2,
+                              eval_batch_size=256, epochs=2, log_every=0)
+        summary = run_search(config)
+    finally:
+        methods._METHODS.remove(_Recorder.name)  # noqa: SLF001 (the test's own entry)
+    assert _Recorder.calls == [("start_epoch", 0, True), ("write_epoch", 1),
+                               ("start_epoch", 1, True), ("write_epoch", 2), ("end_of_run",)]
+    assert summary["recorded"] == 5
+    assert os.path.exists(tmp_path / "run" / "alphas" / "epoch_002.json")

@@ -1,0 +1,152 @@
+"""Fault tolerance: a search is deterministic, and one killed at any point (SIGKILL
+at a step boundary or mid-step, SIGTERM) and resumed ends bit-identical to an
+uninterrupted one; a corrupt latest checkpoint falls back to the one before it."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from keras_darts.config import SearchConfig
+from keras_darts.runs.search_run import SearchRun, run_search
+
+TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_size=16",
+        "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1", "--epochs=3"]
+FINAL = ("alphas/epoch_003.json", "genotype.json")
+
+
+def _command(out, *extra):
+    return [sys.executable, "-m", "keras_darts.search", *TINY, f"--output_dir={out}", *extra]
+
+
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+
+
+def _run(out, *extra):
+    result = subprocess.run(_command(out, *extra), cwd=REPO, env=_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _interrupt(out, signum, after_line, delay, *extra):
+    """Starts a search, sends `signum` `delay` s after `after_line` appears in its log."""
+    proc = subprocess.Popen(_command(out, *extra), cwd=REPO, env=_env(), stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    log = []
+    for line in proc.stderr:
+        log.append(line)
+        if after_line in line:
+            time.sleep(delay)
+            proc.send_signal(signum)
+            break
+    log.extend(proc.stderr)
+    proc.wait(timeout=120)
+    return proc.returncode, "".join(log)
+
+
+def _files(out):
+    return [open(os.path.join(out, name), "rb").read() for name in FINAL]
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_search_is_bit_identical(tmp_path):
+    reference = _run(tmp_path / "reference")
+    assert "epoch 3/3" in reference.stderr
+    again = tmp_path / "again"
+    _run(again)
+    assert _files(again) == _files(tmp_path / "reference")  # Deterministic on CPU.
+
+    cases = [("kill_boundary", signal.SIGKILL, "epoch 2/3 step 1/3", 0.0, -9),
+             ("kill_mid_step", signal.SIGKILL, "epoch 2/3 step 2/3", 0.15, -9),
+             ("term", signal.SIGTERM, "epoch 2/3 step 1/3", 0.0, 128 + signal.SIGTERM)]
+    for name, signum, line, delay, code in cases:
+        out = tmp_path / name
+        returncode, log = _interrupt(out, signum, line, delay)
+        assert returncode == code, (name, log[-3000:])
+        if signum == signal.SIGTERM:  # Saved at the next step boundary, mid-epoch.
+            assert "checkpoint saved" in log
+            step = int(tf.train.load_checkpoint(str(out / "checkpoints")).get_tensor(
+                "step/.ATTRIBUTES/VARIABLE_VALUE"))
+            assert step % 3 != 0, step
+        resumed = _run(out, "--resume")
+        assert "resumed from" in resumed.stderr
+        assert _files(out) == _files(tmp_path / "reference"), name
+
+
+@pytest.mark.slow
+def test_terminated_and_resumed_edas_search_is_bit_identical(tmp_path):
+    """EDAS's sampled edges and clamping depend only on (seed, step) and the
+    checkpointed alphas, so a resumed single-edge search relaxes the same edges."""
+    edas = "--relaxation=single_edge"
+    _run(tmp_path / "reference", edas)
+    out = tmp_path / "term"
+    returncode, log = _interrupt(out, signal.SIGTERM, "epoch 2/3 step 1/3", 0.0, edas)
+    assert returncode == 128 + signal.SIGTERM and "checkpoint saved" in log, log[-3000:]
+    _run(out, edas, "--resume")
+    assert _files(out) == _files(tmp_path / "reference")
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
+                          batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=2,
+                          log_every=0)
+    run_search(config)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    data = checkpoints / "ckpt-4.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])  # Truncated, as by a crash or a full disk.
+    run = SearchRun(config, resume=True)
+    run.prepare()
+    run.build()
+    with caplog.at_level("WARNING"):
+        path = run.restore()
+    assert path.endswith("ckpt-2")
+    assert int(run.epoch.numpy()) == 1 and int(run.global_step.numpy()) == 2
+    assert "unreadable" in caplog.text
+
+
+def test_checkpoint_restores_every_model_variable(tmp_path):
+    config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
+                          batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=1,
+                          log_every=0)
+    first = SearchRun(config)
+    first.run()
+    again = SearchRun(config, resume=True)
+    again.prepare()
+    again.build()
+    again.restore()
+    trained = first.model.weights
+    assert len(again.model.weights) == len(trained) > 100  # Every cell's variables.
+    for restored, saved in zip(again.model.weights, trained):
+        assert restored.path.split("/")[-1] == saved.path.split("/")[-1]
+        assert (restored.numpy() == saved.numpy()).all(), saved.path
+    for a, b in zip(again.search.weight_optimizer.slots["momentum"],
+                    first.search.weight_optimizer.slots["momentum"]):
+        assert (a.numpy() == b.numpy()).all()
+
+
+@pytest.mark.slow
+def test_blank_method_never_updates_the_alphas(tmp_path):
+    """DARTS-PT's fix-alpha baseline (`--method=blank`): weights train, alphas stay
+    at their initial values through the search and the perturbation tuning."""
+    config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
+                          batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=1,
+                          log_every=0, method="blank", primitives="darts_pt",
+                          selection="perturbation", pt_proj_intv=1)
+    run = SearchRun(config)
+    run.prepare()
+    run.build()
+    initial = [a.numpy().copy() for a in run.model.arch_variables]
+    kernel = run.model.stem_conv.trainable_variables[0].numpy().copy()
+    run = SearchRun(config)
+    run.run()
+    for alpha, start in zip(run.model.arch_variables, initial):
+        assert (alpha.numpy() == start).all()
+    assert not (run.model.stem_conv.trainable_variables[0].numpy() == kernel).all()
+    assert int(run.global_step.numpy()) == 2 * (1 + 6)  # Search + 6 tuning epochs.
