@@ -69,12 +69,6 @@ class _JsonRecord:
                               f"in {self.output_dir}: " + "; ".join(diffs))
 
 
-# Keys of a search config.json written before plug-in sections existed (flat).
-_FLAT_METHOD_KEYS = ("order", "relaxation", "edas_clamp", "edas_edges_per_step",
-                     "edas_edge_sampling", "edas_tau0", "edas_eps")
-_FLAT_SELECTION_KEYS = ("msr_shapes", "pt_proj_intv", "pt_crit_normal", "pt_crit_reduce")
-
-
 @dataclasses.dataclass(frozen=True)
 class SearchConfig(_JsonRecord):
     """Everything that defines a search run (defaults: the DARTS paper, CIFAR-10)."""
@@ -179,28 +173,35 @@ class SearchConfig(_JsonRecord):
 
 
 def _from_flat(data):
-    """A config.json of the flat layout (one field per flag): its method and
-    selection settings move into their sections, `relaxation=single_edge`
-    becomes `method=edas`."""
+    """A config.json of the flat layout (one key per flag, before plug-in sections):
+    the chosen method's and criterion's flags move into their sections, and a
+    `relaxation` that stands for a method selects it."""
+    from keras_darts import methods, selection
+
     data = dict(data)
-    flat = {k: data.pop(k) for k in _FLAT_METHOD_KEYS + _FLAT_SELECTION_KEYS if k in data}
-    if flat.get("relaxation") == "single_edge":
-        data["method"] = "edas"
-        data["method_settings"] = {k[len("edas_"):].replace("edge_sampling", "sampling"): v
-                                   for k, v in flat.items() if k.startswith("edas_")}
-    elif data.get("method", "darts") == "darts":
-        data["method_settings"] = {"order": flat.get("order", "first")}
-    else:
-        data["method_settings"] = {}
-    selection = data.get("selection", "magnitude")
-    if selection == "stable_rank":
-        data["selection_settings"] = {"msr_shapes": flat.get("msr_shapes", "code")}
-    elif selection == "perturbation":
-        data["selection_settings"] = {k[len("pt_"):]: v for k, v in flat.items()
-                                      if k.startswith("pt_")}
-    else:
-        data["selection_settings"] = {}
+    alias = methods.by_relaxation(data.pop("relaxation", "full"))
+    if alias is not None:
+        data["method"] = alias
+    method = methods.get(data.get("method", "darts"))
+    criterion = selection.get(data.get("selection", "magnitude"))
+    flat = {}
+    for key in set(_flag_keys(methods.get(m).Settings for m in methods.names())) | set(
+            _flag_keys(selection.get(c).Settings for c in selection.names())):
+        if key in data:
+            flat[key] = data.pop(key)
+    data["method_settings"] = _section(method.Settings, flat)
+    data["selection_settings"] = _section(criterion.Settings, flat)
     return data
+
+
+def _flag_keys(settings_classes):
+    return [settings_lib.flag_name(f) for cls in settings_classes
+            for f in settings_lib.flagged_fields(cls)]
+
+
+def _section(settings_cls, flat):
+    return {f.name: flat[settings_lib.flag_name(f)] for f in settings_lib.flagged_fields(settings_cls)
+            if settings_lib.flag_name(f) in flat}
 
 
 @dataclasses.dataclass(frozen=True)

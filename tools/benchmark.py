@@ -1,7 +1,7 @@
 """Times complete search steps of the default DARTS supernet on random data.
 
   python tools/benchmark.py [--batch 64] [--channels 16] [--layers 8] [--steps 5]
-                            [--method darts|blank|edas|msr] [--relaxation full|single_edge]
+                            [--method NAME] [--relaxation full|single_edge]
 
 Builds the supernet and the step with the same method plug-in
 (keras_darts/methods/) as `python -m keras_darts.search`, runs the same
@@ -31,7 +31,6 @@ from tensorflow.python.framework import ops as tf_ops  # noqa: E402  (FLOP stati
 
 from keras_darts import methods  # noqa: E402
 from keras_darts import settings as settings_lib  # noqa: E402
-from keras_darts.cli import flags as cli_flags  # noqa: E402
 from keras_darts.config import SearchConfig  # noqa: E402
 from keras_darts.errors import ConfigError  # noqa: E402
 from keras_darts.infra import runtime  # noqa: E402
@@ -107,8 +106,8 @@ def parse_args(argv=None):
     parser.add_argument("--method", choices=methods.names(), default="darts")
     parser.add_argument("--order", choices=ORDERS, default="first",
                         help="a setting of --method=darts")
-    parser.add_argument("--relaxation", choices=["full", "single_edge"], default="full",
-                        help="single_edge = --method=edas (as the search's flag)")
+    parser.add_argument("--relaxation", choices=methods.relaxations(), default="full",
+                        help="as the search's flag: a relaxation may stand for a method")
     parser.add_argument("--recompute", choices=RECOMPUTE_POLICIES, default="all")
     parser.add_argument("--graph_optimizer", choices=runtime.GRAPH_OPTIMIZER_MODES,
                         default="auto")
@@ -117,7 +116,7 @@ def parse_args(argv=None):
 
 def build(args):
     """(method, supernet, step) as the search's method plug-in builds them."""
-    method = cli_flags.RELAXATION_METHODS[args.relaxation] or args.method
+    method = methods.by_relaxation(args.relaxation) or args.method
     Settings = methods.get(method).Settings  # noqa: N806
     given = {f.name: getattr(args, f.name) for f in settings_lib.fields(Settings)
              if hasattr(args, f.name)}

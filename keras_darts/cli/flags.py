@@ -32,9 +32,6 @@ from keras_darts.space.supernet import RECOMPUTE_POLICIES
 FLAGS = flags.FLAGS
 _DEFAULTS = SearchConfig(output_dir="")
 _TRAIN_DEFAULTS = TrainConfig(output_dir="")
-# `--relaxation`, kept for the flag files of before methods were plug-ins:
-# `single_edge` is the EDAS method.
-RELAXATION_METHODS = {"full": None, "single_edge": "edas"}
 _PLUGIN_SECTIONS = ("method_settings", "selection_settings")
 
 
@@ -88,8 +85,8 @@ def _refuse_foreign_flags(fv, own, owners, reason=""):
 
 
 def _method_label(name):
-    alias = [r for r, m in RELAXATION_METHODS.items() if m == name]
-    return f"--relaxation={alias[0]} (= --method={name})" if alias else f"--method={name}"
+    alias = methods.get(name).relaxation
+    return f"--relaxation={alias} (= --method={name})" if alias else f"--method={name}"
 
 
 def _criterion_owners(exclude):
@@ -98,19 +95,19 @@ def _criterion_owners(exclude):
 
 
 # -- selection flags -------------------------------------------------------------------
-def _define_selection_flags():
+def _define_selection_flags(fv=FLAGS):
     flags.DEFINE_enum("selection", _DEFAULTS.selection, list(selection.names()),
                       "How the genotype is read out of the supernet: magnitude (DARTS), "
                       "stable_rank (minimum stable rank read-out, MSR-DARTS), "
                       "perturbation (DARTS-PT: progressive op/edge removal with tuning "
-                      "after the search).")
-    _define_criterion_flags()
+                      "after the search).", flag_values=fv)
+    _define_criterion_flags(fv)
 
 
-def _define_criterion_flags():
+def _define_criterion_flags(fv=FLAGS):
     """The settings of every registered criterion."""
     for name in selection.names():
-        _define_settings_flags(selection.get(name).Settings)
+        _define_settings_flags(selection.get(name).Settings, fv)
 
 
 def _define_data_flags(d, fv):
@@ -179,9 +176,10 @@ def define_search_flags():
     # Search method and its settings.
     flags.DEFINE_enum("method", d.method, list(methods.names()), "Search method: " + "; ".join(
         f"{name}: {methods.get(name).description}" for name in methods.names()) + ".")
-    flags.DEFINE_enum("relaxation", "full", list(RELAXATION_METHODS),
-                      "'full' = every edge mixed (the --method's own); 'single_edge' = EDAS, "
-                      "the same as --method=edas.")
+    flags.DEFINE_enum("relaxation", "full", list(methods.relaxations()),
+                      "Kept for older flag files: 'full' = the --method's own; " + "; ".join(
+                          f"'{methods.get(m).relaxation}' = --method={m}" for m in methods.names()
+                          if methods.get(m).relaxation) + ".")
     for name in methods.names():
         _define_settings_flags(methods.get(name).Settings)
     flags.DEFINE_integer("epochs", d.epochs, "Search epochs.", lower_bound=1)
@@ -216,23 +214,25 @@ def define_search_flags():
                       "storing: 'all' (least memory), 'first_stage', 'none' (fastest).")
 
 
-def _define_source_flags(output_help):
+def _define_source_flags(output_help, fv=FLAGS):
     """--checkpoint (a searched supernet, only read), --output_dir, --data_dir."""
     flags.DEFINE_string("checkpoint", None, "Output directory of a finished (or interrupted) "
-                        "search: its config.json and latest checkpoint are used.")
-    flags.DEFINE_string("output_dir", None, output_help)
-    flags.DEFINE_string("data_dir", None, "Override the search's --data_dir (tfds datasets).")
-    flags.mark_flag_as_required("checkpoint")
-    flags.mark_flag_as_required("output_dir")
+                        "search: its config.json and latest checkpoint are used.",
+                        flag_values=fv)
+    flags.DEFINE_string("output_dir", None, output_help, flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Override the search's --data_dir (tfds datasets).",
+                        flag_values=fv)
+    flags.mark_flag_as_required("checkpoint", flag_values=fv)
+    flags.mark_flag_as_required("output_dir", flag_values=fv)
 
 
-def define_select_flags():
+def define_select_flags(fv=FLAGS):
     """The flags of `python -m keras_darts.select` (idempotent)."""
-    if "checkpoint" in FLAGS:
+    if "checkpoint" in fv:
         return
     _define_source_flags("Where to write this selection's genotype.json, results.json, "
-                         "scores and TensorBoard (must be new or empty).")
-    _define_selection_flags()
+                         "scores and TensorBoard (must be new or empty).", fv)
+    _define_selection_flags(fv)
 
 
 def define_compare_flags():
@@ -302,9 +302,9 @@ def to_compare_configs(saved, flag_values=FLAGS):
 
 
 def _search_method(fv):
-    """The --method the flags choose (--relaxation=single_edge is EDAS's)."""
+    """The --method the flags choose (a --relaxation may stand for one)."""
     name = fv.method
-    alias = RELAXATION_METHODS[fv.relaxation]
+    alias = methods.by_relaxation(fv.relaxation)
     if alias is None or name == alias:
         return name
     if fv["method"].present and name != _DEFAULTS.method:

@@ -12,10 +12,25 @@ module, registered with `@register`; add its import at the bottom of this
 file (docs/extending.md).  The harness only ever calls `get(name)(config)`.
 """
 
+from keras_darts.errors import ConfigError
 from keras_darts.registry import Registry
 
 _METHODS = Registry("search method")
 get, names = _METHODS.get, _METHODS.names
+
+
+def by_relaxation(value):
+    """The method a `--relaxation` value stands for (None: "full", the --method's own)."""
+    if value == "full":
+        return None
+    for name in names():
+        if get(name).relaxation == value:
+            return name
+    raise ConfigError(f"unknown --relaxation '{value}'; known: {list(relaxations())}")
+
+
+def relaxations():
+    return ("full",) + tuple(get(name).relaxation for name in names() if get(name).relaxation)
 
 
 def register(method_cls):

@@ -48,6 +48,9 @@ class SearchMethod:
       implied: config fields the method fixes, {field: value}: applied when the
         flag is not given, and any other value is refused.
       lr_options: options of the "cosine" weight learning-rate schedule.
+      relaxation: the `--relaxation` value that also selects this method (flag
+        files of before methods were plug-ins said `--relaxation=single_edge`
+        for EDAS); None for none.
     """
 
     name = None
@@ -58,6 +61,7 @@ class SearchMethod:
     trains_alphas = True
     implied = {}
     lr_options = {}
+    relaxation = None
 
     def __init__(self, config):
         self.config = config

@@ -283,6 +283,7 @@ class Edas(SearchMethod):
     description = ("EDAS: one sampled edge per cell type relaxed, every other edge clamped "
                    "to the derived cell (= --relaxation=single_edge)")
     Settings = EdasSettings
+    relaxation = "single_edge"
     strategies = ("default",)
     strategy_note = ("derives each step's clamping on the host between its two phases and "
                      "is built and tested for one device")

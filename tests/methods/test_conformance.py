@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
@@ -29,6 +30,7 @@ TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_
         "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1", "--epochs=3"]
 FINAL = ("alphas/epoch_003.json", "genotype.json")
 METHODS = methods.names()
+cli_flags.define_search_flags()
 
 
 def _command(out, method, *extra):
@@ -73,6 +75,9 @@ def test_tiny_search_finishes_and_resumes_bit_identically(tmp_path, method):
     interrupted = _start(tmp_path / "term", method)
     code, log = _terminate_after(interrupted, "epoch 2/3 step 1/3")
     assert code == 128 + signal.SIGTERM and "checkpoint saved" in log, log[-3000:]
+    step = int(tf.train.load_checkpoint(str(tmp_path / "term" / "checkpoints")).get_tensor(
+        "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert step % 3 != 0, step  # Saved at the next step boundary, inside epoch 2.
     code, err = _finish(reference)
     assert code == 0, err[-3000:]
     config = SearchConfig.load_from_run(str(tmp_path / "reference"))

@@ -298,3 +298,28 @@ def test_bad_edas_flags(tmp_path, args, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert not out.exists()
+
+
+# -- regularisers inside the traced step ---------------------------------------------
+def test_temperature_anneals_inside_a_traced_function():
+    """tau is a variable: a function traced at the start sees every later value
+    (a Python float would stay frozen at its first-traced value)."""
+    model, search = tiny_search(tau0=4.0)
+    traced = tf.function(lambda: search.mixing_weights()["normal"])
+    hot = traced().numpy()
+    search.set_progress(1, 2)  # Halfway: tau = 4 + (1 - 4) / 2 = 2.5.
+    warm = traced().numpy()
+    alpha = model.alpha_normal.numpy()
+    np.testing.assert_allclose(hot, tf.nn.softmax(alpha / 4.0), rtol=1e-5)
+    np.testing.assert_allclose(warm, tf.nn.softmax(alpha / 2.5), rtol=1e-5)
+    assert traced.experimental_get_tracing_count() == 1
+
+
+def test_evaluation_runs_the_derived_network_without_exploration():
+    model, search = tiny_search(eps=1.0)
+    search.set_progress(0, 10)  # eps = 1: every step's ON edges explore.
+    probs = model.arch_probabilities()
+    derived = {cell: edas.clamped_modes(probs[cell], SPACE) for cell in ("normal", "reduce")}
+    assert search.derived_modes() == derived
+    explored = search.edge_modes({"normal": edas.NO_EDGE, "reduce": edas.NO_EDGE}, step=0)
+    assert explored != derived

@@ -14,7 +14,7 @@ from conftest import REPO, event_tags, run_module
 from keras_darts.cli import flags as cli_flags
 from keras_darts.space import genotype as genotype_lib
 from keras_darts.config import SearchConfig
-from keras_darts.errors import TrainingDivergedError
+from keras_darts.errors import ConfigError, TrainingDivergedError
 from keras_darts.methods.bilevel import BilevelSearch
 from keras_darts.runs.search_run import SearchRun, run_search
 
@@ -198,3 +198,24 @@ def test_select_bad_input(tmp_path, args, message):
     result = run_module("keras_darts.select", f"--output_dir={tmp_path / 'out'}", *args,
                         timeout=120)
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_select_keeps_the_searched_criterion_settings_unless_given():
+    """`keras_darts.select` on a search that selected with stable_rank keeps its
+    --msr_shapes (MSR-DARTS built its spectral norms at those sizes); a flag given
+    on the select command line overrides it."""
+    saved = SearchConfig(output_dir="searched", method="msr", primitives="msr",
+                         selection="stable_rank", selection_settings={"msr_shapes": "actual"})
+    fv = flags.FlagValues()
+    cli_flags.define_select_flags(fv)
+    fv(["select", "--checkpoint=searched", "--output_dir=out"])
+    config = cli_flags.to_select_config(saved, fv)
+    assert (config.selection, config.selection_settings.msr_shapes) == ("stable_rank", "actual")
+    fv.unparse_flags()
+    fv(["select", "--checkpoint=searched", "--output_dir=out", "--selection=magnitude",
+        "--msr_shapes=actual"])
+    with pytest.raises(ConfigError, match="--msr_shapes only applies to --selection=stable_rank"):
+        cli_flags.to_select_config(saved, fv)
+    fv.unparse_flags()
+    fv(["select", "--checkpoint=searched", "--output_dir=out", "--msr_shapes=code"])
+    assert cli_flags.to_select_config(saved, fv).selection_settings.msr_shapes == "code"

@@ -1,5 +1,6 @@
 """Fault tolerance: a search is deterministic, and one killed at any point (SIGKILL
-at a step boundary or mid-step, SIGTERM) and resumed ends bit-identical to an
+at a step boundary or mid-step; SIGTERM for every method in
+tests/methods/test_conformance.py) and resumed ends bit-identical to an
 uninterrupted one; a corrupt latest checkpoint falls back to the one before it."""
 
 import os
@@ -63,34 +64,16 @@ def test_killed_and_resumed_search_is_bit_identical(tmp_path):
     _run(again)
     assert _files(again) == _files(tmp_path / "reference")  # Deterministic on CPU.
 
+    # SIGTERM, for every method: tests/methods/test_conformance.py.
     cases = [("kill_boundary", signal.SIGKILL, "epoch 2/3 step 1/3", 0.0, -9),
-             ("kill_mid_step", signal.SIGKILL, "epoch 2/3 step 2/3", 0.15, -9),
-             ("term", signal.SIGTERM, "epoch 2/3 step 1/3", 0.0, 128 + signal.SIGTERM)]
+             ("kill_mid_step", signal.SIGKILL, "epoch 2/3 step 2/3", 0.15, -9)]
     for name, signum, line, delay, code in cases:
         out = tmp_path / name
         returncode, log = _interrupt(out, signum, line, delay)
         assert returncode == code, (name, log[-3000:])
-        if signum == signal.SIGTERM:  # Saved at the next step boundary, mid-epoch.
-            assert "checkpoint saved" in log
-            step = int(tf.train.load_checkpoint(str(out / "checkpoints")).get_tensor(
-                "step/.ATTRIBUTES/VARIABLE_VALUE"))
-            assert step % 3 != 0, step
         resumed = _run(out, "--resume")
         assert "resumed from" in resumed.stderr
         assert _files(out) == _files(tmp_path / "reference"), name
-
-
-@pytest.mark.slow
-def test_terminated_and_resumed_edas_search_is_bit_identical(tmp_path):
-    """EDAS's sampled edges and clamping depend only on (seed, step) and the
-    checkpointed alphas, so a resumed single-edge search relaxes the same edges."""
-    edas = "--relaxation=single_edge"
-    _run(tmp_path / "reference", edas)
-    out = tmp_path / "term"
-    returncode, log = _interrupt(out, signal.SIGTERM, "epoch 2/3 step 1/3", 0.0, edas)
-    assert returncode == 128 + signal.SIGTERM and "checkpoint saved" in log, log[-3000:]
-    _run(out, edas, "--resume")
-    assert _files(out) == _files(tmp_path / "reference")
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
@@ -138,7 +121,7 @@ def test_blank_method_never_updates_the_alphas(tmp_path):
     config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
                           batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=1,
                           log_every=0, method="blank", primitives="darts_pt",
-                          selection="perturbation", pt_proj_intv=1)
+                          selection="perturbation", selection_settings={"proj_intv": 1})
     run = SearchRun(config)
     run.prepare()
     run.build()

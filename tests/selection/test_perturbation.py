@@ -379,3 +379,85 @@ def test_end_to_end_on_a_tiny_supernet():
     assert [(d["kind"], d["cell_type"]) for d in decisions] == (
         [("op", "normal"), ("op", "reduce")] * 5 + [("node", "normal"), ("node", "reduce")])
     assert all(op != "none" for op, _ in genotype.normal + genotype.reduce)
+
+
+# -- the phase, driven through a stand-in of the harness's phase API ------------------
+class _Step:
+    def __init__(self):
+        self.resets, self.lrs, self.fixed = 0, [], []
+        self.weight_optimizer = self
+
+    def reset(self):
+        self.resets += 1
+
+    def set_weight_lr(self, lr):
+        self.lrs.append(lr)
+
+    def fix_rows(self, rows):
+        self.fixed.append(rows)
+
+
+class _Run:
+    """The phase API of keras_darts/runs/search_run.py, without a network."""
+
+    def __init__(self, out, epoch, at_start):
+        import tensorflow as tf
+
+        from keras_darts.config import SearchConfig
+
+        self.config = SearchConfig(output_dir=str(out), epochs=3, w_lr=0.02,
+                                   selection="perturbation",
+                                   selection_settings={"proj_intv": 1})
+        self.model, self.search = self, _Step()
+        self.primitives, self.num_nodes = S5, 1
+        self.epoch = tf.Variable(epoch, dtype=tf.int64)
+        self._at_start, self.out, self.calls = at_start, out, []
+        self.data = self
+
+    search_val_eval = None
+
+    def arch_probabilities(self):
+        return _probs(num_edges=2)
+
+    def at_epoch_start(self, epochs_done):
+        return self._at_start and epochs_done == int(self.epoch.numpy())
+
+    def output_path(self, *parts):
+        path = self.out.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    chief_path = output_path
+
+    def evaluate(self, dataset, plan):
+        weights = plan.weights
+        return float(sum(w.sum() for w in weights.values())), 0.5
+
+    def train_epoch(self, t, epochs):
+        self.calls.append(("train", t, epochs))
+        return {"search/loss/train": 1.0, "search/accuracy/train": 0.5}
+
+    def save(self):
+        self.calls.append(("save", int(self.epoch.numpy())))
+
+    def stop_if_requested(self):
+        pass
+
+    def scalars(self, step, values):
+        pass
+
+
+def test_phase_tunes_with_a_fresh_optimizer_only_at_the_start(tmp_path):
+    run = _Run(tmp_path, epoch=3, at_start=True)
+    criterion = selection.get("perturbation")
+    result = criterion(run, run.config.selection_settings, run)
+    # 2 edges, no multi-input node, interval 1: op decisions at 0 and 1, 2 tuning epochs.
+    assert [c for c in run.calls if c[0] == "train"] == [("train", 0, 2), ("train", 1, 2)]
+    assert run.search.resets == 1 and run.search.lrs == [0.002]
+    assert [d["kind"] for d in result.scores["decisions"]] == ["op"] * 4
+    assert (tmp_path / "perturbation" / "projection.json").exists()
+    # Resumed inside tuning epoch 0 (a checkpoint saved mid-epoch): the optimizer
+    # state that epoch built up is kept.
+    resumed = _Run(tmp_path / "resumed", epoch=3, at_start=False)
+    criterion(resumed, resumed.config.selection_settings, resumed)
+    assert resumed.search.resets == 0

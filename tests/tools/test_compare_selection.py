@@ -15,6 +15,7 @@ import tensorflow as tf
 from conftest import REPO
 from keras_darts import data as data_lib
 from keras_darts.space import genotype as genotype_lib
+from keras_darts import selection
 from keras_darts.config import SearchConfig
 from keras_darts.runs.lifecycle import checkpointable_weights
 from keras_darts.space.supernet import SearchNetwork
@@ -106,7 +107,9 @@ def test_compares_every_requested_criterion_from_the_untouched_checkpoint(search
         genotype = genotype_lib.load(str(out / name / "genotype.json"))
         assert row["genotype"] == genotype.to_text() and f"`{genotype.to_text()}`" in line
         # What `python -m keras_darts.select` runs, in a fresh directory.
-        selected = run_selection(dataclasses.replace(saved, selection=name, pt_proj_intv=1,
+        settings = {"proj_intv": 1} if selection.get(name).tunes_supernet else None
+        selected = run_selection(dataclasses.replace(saved, selection=name,
+                                                     selection_settings=settings,
                                                      output_dir=str(tmp_path / name)),
                                  searched)
         assert genotype.to_json_dict() == selected["genotype"], name
