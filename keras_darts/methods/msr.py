@@ -118,7 +118,7 @@ class Msr(SearchMethod):
 
     @property
     def shapes(self):
-        return self.config.selection_settings.shapes
+        return self.config.selection_settings.msr_shapes
 
     def build_supernet(self, num_classes, image_shape):
         model = super().build_supernet(num_classes, image_shape)
