@@ -15,9 +15,9 @@ import os
 
 from keras_darts import settings as settings_lib
 from keras_darts.errors import ConfigError
+from keras_darts.evaluation.train_step import TrainHParams
 from keras_darts.infra.fileio import atomic_write_text
 from keras_darts.methods.bilevel import SearchHParams
-from keras_darts.evaluation.train_step import TrainHParams
 
 _FIXED = {"fixed_on_resume": True}
 
@@ -58,9 +58,9 @@ class _JsonRecord:
 
     def resume_conflicts(self, saved):
         """['--flag: saved X, now Y'] for the fields that must match on --resume."""
-        return [f"--{f.name}: saved {getattr(saved, f.name)!r}, now {getattr(self, f.name)!r}"
-                for f in dataclasses.fields(self)
-                if f.metadata.get("fixed_on_resume") and getattr(saved, f.name) != getattr(self, f.name)]
+        fixed = [f.name for f in dataclasses.fields(self) if f.metadata.get("fixed_on_resume")]
+        return [f"--{name}: saved {getattr(saved, name)!r}, now {getattr(self, name)!r}"
+                for name in fixed if getattr(saved, name) != getattr(self, name)]
 
     def check_resumable_from(self, saved):
         diffs = self.resume_conflicts(saved)
@@ -200,8 +200,8 @@ def _flag_keys(settings_classes):
 
 
 def _section(settings_cls, flat):
-    return {f.name: flat[settings_lib.flag_name(f)] for f in settings_lib.flagged_fields(settings_cls)
-            if settings_lib.flag_name(f) in flat}
+    return {f.name: flat[settings_lib.flag_name(f)]
+            for f in settings_lib.flagged_fields(settings_cls) if settings_lib.flag_name(f) in flat}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ start-up cha
 from absl import app  # noqa: E402
 
 from keras_darts.cli import flags as cli_flags  # noqa: E402
-from keras_darts.infra import cluster  # noqa: E402
 from keras_darts.cli.guard import run_guarded  # noqa: E402
+from keras_darts.infra import cluster  # noqa: E402
 from keras_darts.runs.search_run import run_search  # noqa: E402
 
 cli_flags.define_search_flags()

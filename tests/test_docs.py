@@ -48,3 +48,18 @@ def test_nothing_cites_files_outside_the_repository():
     outside = [f"{os.path.relpath(path, REPO)}: {m}" for path in _sources()
                for m in _OUTSIDE.findall(open(path, encoding="utf-8").read())]
     assert not outside, "\n".join(outside)
+
+
+def test_readme_layout_matches_the_code():
+    """Every path README's Layout table names exists, and every package folder is in it."""
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    layout = readme[readme.index("## Layout"):]
+    layout = layout[:layout.index("\n## ", 1) if "\n## " in layout[1:] else len(layout)]
+    named = re.findall(r"`((?:keras_darts|tools|docs)/[^`]*)`", layout)
+    assert named
+    for path in named:
+        assert os.path.exists(os.path.join(REPO, path.rstrip("/"))), path
+    packages = {os.path.basename(os.path.dirname(p))
+                for p in glob.glob(os.path.join(REPO, "keras_darts", "*", "__init__.py"))}
+    for package in packages:
+        assert f"keras_darts/{package}/" in layout, package

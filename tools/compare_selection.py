@@ -28,13 +28,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, logging  # noqa: E402
 
 from keras_darts.cli import flags as cli_flags  # noqa: E402
-from keras_darts.space import genotype as genotype_lib  # noqa: E402
 from keras_darts.cli.guard import run_guarded  # noqa: E402
 from keras_darts.config import SearchConfig  # noqa: E402
 from keras_darts.errors import ConfigError  # noqa: E402
-from keras_darts.space import plans  # noqa: E402
 from keras_darts.infra.summaries import EpochWriter  # noqa: E402
 from keras_darts.runs.search_run import SearchRun, run_selection  # noqa: E402
+from keras_darts.space import genotype as genotype_lib  # noqa: E402
+from keras_darts.space import plans  # noqa: E402
 
 cli_flags.define_compare_flags()
 

@@ -1,1 +1,2 @@
-"""Command-line plumbing: every flag and its conversion to a config (`flags`), the error and signal guard (`guard`)."""
+"""Command-line plumbing: every flag and its conversion to a config (`flags`), the
+error and signal guard (`guard`)."""

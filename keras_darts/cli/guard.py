@@ -11,7 +11,6 @@ from absl import app, logging
 
 from keras_darts.errors import KerasDartsError
 
-
 _TF_SOURCES = os.sep + os.path.join("tensorflow", "python") + os.sep
 
 

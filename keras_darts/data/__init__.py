@@ -4,5 +4,5 @@ and the ImageNet recipe's augmentation (`imagenet_aug.py`)."""
 
 from keras_darts.data.datasets import (DIGITS_TEST_SIZE, TRAIN_AUGMENTATIONS,  # noqa: F401
                                        DatasetInfo, SearchData, TrainData, augment,
-                                       check_image_size, cutout, describe_specs,
-                                       load_search_data, load_train_data)
+                                       check_image_size, cutout, describe_specs, load_search_data,
+                                       load_train_data)

@@ -15,10 +15,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_darts.space import genotype as genotype_lib
 from keras_darts import ops
 from keras_darts.errors import ConfigError, GenotypeError
 from keras_darts.ops.layers import Linear
+from keras_darts.space import genotype as genotype_lib
 from keras_darts.space.supernet import reduction_layers
 
 AUX_WEIGHT = 0.4                  # Loss = CE(logits) + 0.4 * CE(aux_logits).

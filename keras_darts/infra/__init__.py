@@ -1,1 +1,2 @@
-"""Process-wide infrastructure: strategies and threads, clusters, replicas, files, TensorBoard, shared traces."""
+"""Process-wide infrastructure: strategies and threads, clusters, replicas, files,
+TensorBoard, shared traces."""

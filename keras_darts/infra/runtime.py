@@ -6,8 +6,8 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.protobuf import rewriter_config_pb2
 
-from keras_darts.infra import cluster as cluster_lib
 from keras_darts.errors import ConfigError
+from keras_darts.infra import cluster as cluster_lib
 
 GRAPH_OPTIMIZER_MODES = ("auto", "fast_compile", "full")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")

@@ -5,7 +5,7 @@
 | `darts` | `darts.py` | alphas and weights, first or second order (DARTS) |
 | `blank` | `blank.py` | weights only, alphas fixed at init (DARTS-PT's baseline) |
 | `edas` | `edas.py` | one sampled edge relaxed, the others clamped (EDAS) |
-| `msr` | `msr.py` | weights of a spectrally normalised supernet mixed by softmax(-srank) (MSR-DARTS) |
+| `msr` | `msr.py` | spectrally normalised weights, softmax(-srank) mixing (MSR-DARTS) |
 
 A method is a `keras_darts.methods.base.SearchMethod` subclass in its own
 module, registered with `@register`; add its import at the bottom of this

@@ -58,7 +58,8 @@ def _check_choice(name, value, choices):
 
 @dataclasses.dataclass(frozen=True)
 class EdasSettings:
-    """The proposal's knobs (docs/methods/edas.md#clamping and #temperature-and-epsilon-schedules)."""
+    """The proposal's knobs (docs/methods/edas.md#clamping,
+    docs/methods/edas.md#temperature-and-epsilon-schedules)."""
 
     clamp: str = setting(
         "derived", "edas_clamp", "How the edges that are not relaxed run: 'derived' = the "

@@ -17,7 +17,6 @@ from keras_darts.ops.layers import (BN_EPSILON, BN_MOMENTUM, BatchNorm, BuiltLay
 from keras_darts.ops.registry import (make_op, op_set, op_sets, register_op,  # noqa: F401
                                       register_op_set, registered_ops)
 
-# Op families register their ops and op sets on import.
-from keras_darts.ops.darts_ops import (DARTS_PRIMITIVES, Conv7x1_1x7, DilConv,  # noqa: F401,E402
-                                       FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv,
-                                       Zero)
+# Op families register their ops and op sets on import (new families: below).
+from keras_darts.ops.darts_ops import (DARTS_PRIMITIVES, Conv7x1_1x7, DilConv,  # noqa: F401,I001
+                                       FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv, Zero)

@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_darts.ops import layers
-from keras_darts.ops.layers import BatchNorm, CandidateOp, Conv, ReLU, Sequential, TorchUniform
-from keras_darts.ops.layers import pad_spatial, weighted
+from keras_darts.ops.layers import (BatchNorm, CandidateOp, Conv, ReLU, Sequential, TorchUniform,
+                                    pad_spatial, weighted)
 from keras_darts.ops.registry import register_op, register_op_set
 
 

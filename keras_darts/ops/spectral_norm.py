@@ -15,7 +15,8 @@ the stored u; depthwise convs restart from a fresh random u in every call, as
 the reference does, drawn with a stateless RNG keyed by a per-conv seed and
 draw counter that are state too, so a resumed run draws the same numbers.
 
-Eval mode (the reference only defines train mode; our choice, docs/methods/msr.md#train-and-eval-mode): the
+Eval mode (the reference only defines train mode; our choice,
+docs/methods/msr.md#train-and-eval-mode): the
 kernel is normalised too (the ops were trained with normalised kernels), by
 the same iterations started from the stored u, but nothing is stored and no
 random numbers are drawn: evaluating changes no state.

@@ -44,6 +44,18 @@ def eta(epoch_times, remaining):
     return sum(typical) / len(typical) * remaining
 
 
+def mean_loss_and_accuracy(batches, sums_of):
+    """(mean loss, accuracy) over `batches`, `sums_of(batch)` giving the loss sum,
+    the correct count and the example count of one (global) batch."""
+    loss_sum = correct = count = 0.0
+    for batch in batches:
+        batch_loss, batch_correct, batch_count = sums_of(batch)
+        loss_sum += float(batch_loss)
+        correct += float(batch_correct)
+        count += float(batch_count)
+    return loss_sum / max(count, 1.0), correct / max(count, 1.0)
+
+
 def check_finite(metrics, keys, epoch, step, hint):
     """Raises TrainingDivergedError if any of `metrics[keys]` (those present) is NaN
     or infinite.

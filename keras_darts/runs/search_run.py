@@ -35,7 +35,8 @@ from keras_darts.infra import replicas, runtime
 from keras_darts.infra.fileio import write_json
 from keras_darts.infra.summaries import EpochWriter
 from keras_darts.runs.lifecycle import (RunLoop, StopOnSignal, check_output_dir,
-                                        checkpointable_weights, format_duration)
+                                        checkpointable_weights, format_duration,
+                                        mean_loss_and_accuracy)
 from keras_darts.space import genotype as genotype_lib
 from keras_darts.space.supernet import reduction_layers
 
@@ -204,16 +205,9 @@ class SearchRun(RunLoop):
         with the supernet as the step trains it, or, given a `plan`
         (keras_darts/space/plans.py), train mode running that plan, e.g.
         DARTS-PT's masked weights or one discrete architecture."""
-        loss_sum = correct = count = 0.0
-        for batch in self.search.distribute(dataset):
-            if plan is None:
-                batch_loss, batch_correct, batch_count = self.search.evaluate(batch)
-            else:
-                batch_loss, batch_correct, batch_count = self.search.evaluate_plan(batch, plan)
-            loss_sum += float(batch_loss)
-            correct += float(batch_correct)
-            count += float(batch_count)
-        return loss_sum / max(count, 1.0), correct / max(count, 1.0)
+        sums = (self.search.evaluate if plan is None
+                else lambda batch: self.search.evaluate_plan(batch, plan))
+        return mean_loss_and_accuracy(self.search.distribute(dataset), sums)
 
     # -- loop ----------------------------------------------------------------
     def run(self):

@@ -29,7 +29,8 @@ from keras_darts.infra import runtime
 from keras_darts.infra.fileio import write_json
 from keras_darts.infra.summaries import EpochWriter
 from keras_darts.runs.lifecycle import (RunLoop, StopOnSignal, check_output_dir,
-                                        checkpointable_weights, format_duration)
+                                        checkpointable_weights, format_duration,
+                                        mean_loss_and_accuracy)
 from keras_darts.serving import savedmodel as serving
 from keras_darts.space import genotype as genotype_lib
 
@@ -207,13 +208,7 @@ class TrainRun(RunLoop):
 
     def evaluate(self, dataset):
         """Mean cross entropy and accuracy over `dataset` in eval mode."""
-        loss_sum = correct = count = 0.0
-        for batch in self.training.distribute(dataset):
-            batch_loss, batch_correct, batch_count = self.training.evaluate(batch)
-            loss_sum += float(batch_loss)
-            correct += float(batch_correct)
-            count += float(batch_count)
-        return loss_sum / max(count, 1.0), correct / max(count, 1.0)
+        return mean_loss_and_accuracy(self.training.distribute(dataset), self.training.evaluate)
 
     def _finish(self, writer):
         cfg, info = self.config, self.data.info

@@ -21,7 +21,8 @@ def _ratio(singular_values):
 
 
 def stable_rank(matrix):
-    """||A||_F^2 / ||A||_2^2 of a 2-D array (docs/selection/stable_rank.md#stable-rank-of-a-matrix); ValueError if A = 0."""
+    """||A||_F^2 / ||A||_2^2 of a 2-D array; ValueError if A = 0
+    (docs/selection/stable_rank.md#stable-rank-of-a-matrix)."""
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2:
         raise ValueError(f"stable_rank needs a 2-D array, got shape {matrix.shape}")

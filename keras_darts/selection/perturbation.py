@@ -93,7 +93,8 @@ def multi_input_nodes(num_nodes):
 
 
 class Projection:
-    """Decisions taken so far for both cell types (docs/selection/perturbation.md#projected-weights).
+    """Decisions taken so far for both cell types
+    (docs/selection/perturbation.md#projected-weights).
 
     chosen_ops[cell][edge] = op index of a decided edge; removed_edges[cell][node]
     = the rows a decided node dropped; undecided edges / nodes are the rest.
@@ -149,7 +150,8 @@ class Projection:
 
     def fixed_rows(self):
         """{cell: {row: weights [K]}}: the rows decisions fix, one-hot of the chosen
-        op for decided edges, zeros for removed edges (docs/selection/perturbation.md#projected-weights)."""
+        op for decided edges, zeros for removed edges
+        (docs/selection/perturbation.md#projected-weights)."""
         num_ops = len(self.primitives)
         fixed = {}
         for cell in CELL_TYPES:
@@ -246,7 +248,8 @@ def _check_crit(crit):
 
 
 def project_op(projection, cell_type, probs_by_cell, evaluate, rng, crit):
-    """Operation decision on one random undecided edge of `cell_type` (docs/selection/perturbation.md#operation-decision).
+    """Operation decision on one random undecided edge of `cell_type`
+    (docs/selection/perturbation.md#operation-decision).
 
     Masks each candidate op in turn (the other cell type keeps its projected
     weights) and keeps the op whose removal hurts most: lowest accuracy (crit
@@ -267,7 +270,8 @@ def project_op(projection, cell_type, probs_by_cell, evaluate, rng, crit):
 
 
 def project_edge(projection, cell_type, probs_by_cell, evaluate, rng, crit):
-    """Topology decision on one random undecided node of `cell_type` (docs/selection/perturbation.md#node-decision).
+    """Topology decision on one random undecided node of `cell_type`
+    (docs/selection/perturbation.md#node-decision).
 
     While more than 2 incoming edges remain, evaluate with each remaining row
     zeroed (rows removed earlier in this loop stay in) and remove the edge that
@@ -315,7 +319,8 @@ def _check_resume(projection, decisions, start_epoch):
 
 def run_schedule(projection, probs_fn, evaluate, tune, settings=None, on_decision=None,
                  start_epoch=0):
-    """Progressive projection and tuning (docs/selection/perturbation.md#schedule); returns `projection`.
+    """Progressive projection and tuning (docs/selection/perturbation.md#schedule);
+    returns `projection`.
 
     probs_fn() -> current softmax(alpha) by cell type (alphas keep training).
     At each decision epoch: an op (or, after all edges, a node) decision for

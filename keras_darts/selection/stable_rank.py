@@ -51,7 +51,8 @@ def _cells_with_input_size(model, msr_shapes):
 
 
 def edge_sizes(model, msr_shapes="code"):
-    """Per search cell, the (H, W) every edge is scored at (docs/selection/stable_rank.md#feature-map-sizes)."""
+    """Per search cell, the (H, W) every edge is scored at
+    (docs/selection/stable_rank.md#feature-map-sizes)."""
     return [[half if edge.stride == 2 or (cell.reduction and msr_shapes == "actual") else full
              for edge in cell.edges]
             for cell, full, half in _cells_with_input_size(model, msr_shapes)]

@@ -2,7 +2,7 @@
 
 | module | what |
 |---|---|
-| `search_space.py` | `SearchSpace` (ops, wiring, concat rule, cell types, derivation) and the space registry |
+| `search_space.py` | `SearchSpace` (ops, wiring, concat, cell types, derivation), registry |
 | `darts_cell.py` | the registered `darts` space: the DARTS cell |
 | `cells.py` | `MixedOp` (one supernet edge) and `SearchCell` |
 | `plans.py` | the forward contract: how every edge runs in one pass |

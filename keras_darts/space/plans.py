@@ -6,10 +6,10 @@ cell runs in one forward pass.
 
 | plan | every edge ... | used by |
 |---|---|---|
-| `Mix(weights)` | sums all its ops, weighted by its cell type's row of `weights` (default: softmax(alpha)) | DARTS, blank, DARTS-PT |
+| `Mix(weights)` | sums all its ops by its row of `weights` (softmax(alpha)) | DARTS, DARTS-PT |
 | `MixPerCell(weights)` | the same with one weight matrix per cell | MSR-DARTS |
 | `Clamp(modes, weights)` | runs one op alone, all ops mixed, or nothing, as `modes` says | EDAS |
-| `Discrete(genotype)` | runs only the genotype's ops on the genotype's edges | scoring a genotype inside the supernet |
+| `Discrete(genotype)` | runs only the genotype's ops on its edges | a genotype in the supernet |
 
 A network plan resolves into one *cell plan* per cell (`cell_plans`); a cell
 plan's `terms(cell, states, relu_of, training, weight_grads)` returns

@@ -1,8 +1,9 @@
 """Published genotypes as data, with their source and reported figures.
 
-Every genotype is written as its source publishes it (docs/evaluation.md#published-genotypes): `op:input` pairs, two per node, with the
+Every genotype is written as its source publishes it
+(docs/evaluation.md#published-genotypes): `op:input` pairs, two per node, with the
 abbreviations of `_ABBREVIATIONS`.  `param_counts` holds the exact parameter
-counts the specs derive from the reference code's layer shapes (trainable
+counts the reference code's layer shapes give (trainable
 weights; BatchNorm moving statistics excluded), per evaluation setting of
 `PAPER_SETTINGS`: (without auxiliary head, with it or None when not given).
 `reported_*` are the papers' own figures, verbatim.

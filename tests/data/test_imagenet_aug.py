@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_darts.data import datasets as data, imagenet_aug
+from keras_darts.data import datasets as data
+from keras_darts.data import imagenet_aug
 from keras_darts.errors import DataError
 
 

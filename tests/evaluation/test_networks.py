@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_darts.evaluation import networks as eval_net
-from keras_darts.space import genotype as genotype_lib, published
 from keras_darts.errors import ConfigError, GenotypeError
+from keras_darts.evaluation import networks as eval_net
 from keras_darts.evaluation.networks import EvalCell, NetworkCIFAR, NetworkImageNet
+from keras_darts.space import genotype as genotype_lib
+from keras_darts.space import published
 
 TINY = {"channels": 4, "num_layers": 3, "num_classes": 5}  # Aux head on cell 2 at 8x8.
 # Every (name, setting) for which the specs give exact parameter counts ("DARTS" is an alias).

@@ -27,10 +27,10 @@ tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfigu
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_darts.infra import runtime  # noqa: E402
 from keras_darts.evaluation.networks import NetworkCIFAR  # noqa: E402
-from keras_darts.methods.bilevel import BilevelSearch, SearchHParams  # noqa: E402
 from keras_darts.evaluation.train_step import NetworkTraining, TrainHParams  # noqa: E402
+from keras_darts.infra import runtime  # noqa: E402
+from keras_darts.methods.bilevel import BilevelSearch, SearchHParams  # noqa: E402
 from keras_darts.space.supernet import SearchNetwork  # noqa: E402
 
 GLOBAL_BATCH = 8

@@ -7,11 +7,11 @@ import tempfile
 
 import pytest
 
-from keras_darts.infra import cluster, runtime
 from keras_darts.config import SearchConfig, TrainConfig
 from keras_darts.errors import ConfigError
-from keras_darts.runs.train_run import TrainRun
+from keras_darts.infra import cluster, runtime
 from keras_darts.runs.search_run import SearchRun
+from keras_darts.runs.train_run import TrainRun
 
 
 def _tf_config(cluster_spec, task_type, index):

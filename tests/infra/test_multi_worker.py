@@ -18,8 +18,8 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import REPO, event_tags, run_module
+
 from keras_darts.space import genotype as genotype_lib
 
 pytestmark = pytest.mark.slow  # ~2 min: 2 cluster launches + 1 single process.

@@ -1,4 +1,5 @@
-"""The bilevel search step (keras_darts/methods/bilevel.py) and the optimizers (docs/methods/darts.md)."""
+"""The bilevel search step (keras_darts/methods/bilevel.py) and the optimizers
+(docs/methods/darts.md)."""
 
 import math
 
@@ -7,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_darts.space.genotype import Genotype
-from keras_darts.optim import Adam, MomentumSGD
 from keras_darts.methods.bilevel import BilevelSearch, SearchHParams
+from keras_darts.optim import Adam, MomentumSGD
 from keras_darts.schedules import cosine as cosine_lr
-from keras_darts.space.supernet import SearchNetwork
 from keras_darts.space import plans
+from keras_darts.space.genotype import Genotype
 from keras_darts.space.search_space import dense_edges
+from keras_darts.space.supernet import SearchNetwork
 
 SMALL_PRIMITIVES = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 
@@ -173,7 +174,8 @@ def test_arch_update_alone_changes_only_alphas():
 
 
 def test_weight_step_clips_before_coupled_l2():
-    """w1 = w0 - lr * (clip(g) + wd * w0) on the first step (docs/methods/darts.md#weight-update)."""
+    """w1 = w0 - lr * (clip(g) + wd * w0) on the first step
+    (docs/methods/darts.md#weight-update)."""
     hp = SearchHParams(w_lr=0.05, w_weight_decay=0.1, w_grad_clip=1e-3)
     net, search, train, val = build(hp, primitives=SMALL_PRIMITIVES)
     search.arch_optimizer.learning_rate.assign(0.0)

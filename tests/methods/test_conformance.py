@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
-
 from conftest import REPO
+
 from keras_darts import methods, ops
 from keras_darts import settings as settings_lib
 from keras_darts.cli import flags as cli_flags

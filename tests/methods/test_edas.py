@@ -8,17 +8,17 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import run_module
+
 from keras_darts import ops
 from keras_darts.methods import edas
-from keras_darts.space.cells import EDGE_MIXED, EDGE_OFF
-from keras_darts.space.genotype import load as load_genotype
 from keras_darts.optim import Adam, MomentumSGD
-from keras_darts.space.darts_cell import darts_cell
-from keras_darts.space.supernet import SearchNetwork
 from keras_darts.space import plans
+from keras_darts.space.cells import EDGE_MIXED, EDGE_OFF
+from keras_darts.space.darts_cell import darts_cell
+from keras_darts.space.genotype import load as load_genotype
 from keras_darts.space.search_space import dense_edges
+from keras_darts.space.supernet import SearchNetwork
 
 DARTS = ops.op_set("darts")
 NUM_NODES = 4

@@ -9,23 +9,22 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
-
 from conftest import REPO, event_tags, run_module
-from keras_darts import ops
+
+from keras_darts import methods, ops
 from keras_darts.cli import flags as cli_flags
-from keras_darts import methods
-from keras_darts.methods import msr
-from keras_darts.space import genotype as genotype_lib
 from keras_darts.config import SearchConfig
 from keras_darts.data import load_search_data
 from keras_darts.errors import ConfigError, DataError
+from keras_darts.methods import msr
 from keras_darts.methods.bilevel import BilevelSearch, SearchHParams
-from keras_darts.schedules import cosine as cosine_lr
-from keras_darts.selection.stable_rank import edge_input_sizes, edge_sizes
 from keras_darts.ops.spectral_norm import SpectralNorm
+from keras_darts.schedules import cosine as cosine_lr
 from keras_darts.selection.conv_stable_rank import conv_singular_values, stable_rank
-from keras_darts.space.supernet import SearchNetwork
+from keras_darts.selection.stable_rank import edge_input_sizes, edge_sizes
+from keras_darts.space import genotype as genotype_lib
 from keras_darts.space import plans
+from keras_darts.space.supernet import SearchNetwork
 
 cli_flags.define_search_flags()
 

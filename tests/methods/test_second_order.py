@@ -130,8 +130,8 @@ def test_second_order_step_moves_alphas_and_weights():
 
 def test_search_with_order_second(tmp_path):
     from keras_darts.config import SearchConfig
-    from keras_darts.space.genotype import load
     from keras_darts.runs.search_run import run_search
+    from keras_darts.space.genotype import load
     config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
                           batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=1,
                           log_every=0, method_settings={"order": "second"})

@@ -9,14 +9,14 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
-
 from conftest import REPO, event_tags, run_module
+
 from keras_darts.cli import flags as cli_flags
-from keras_darts.space import genotype as genotype_lib
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError, TrainingDivergedError
 from keras_darts.methods.bilevel import BilevelSearch
 from keras_darts.runs.search_run import SearchRun, run_search
+from keras_darts.space import genotype as genotype_lib
 
 cli_flags.define_search_flags()
 

@@ -10,9 +10,8 @@ import sys
 import time
 
 import pytest
-import tensorflow as tf
-
 from conftest import REPO
+
 from keras_darts.config import SearchConfig
 from keras_darts.runs.search_run import SearchRun, run_search
 

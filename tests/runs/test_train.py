@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
-
 from conftest import REPO, event_tags, run_module
+
 from keras_darts import data as data_lib
 from keras_darts.cli import flags as cli_flags
-from keras_darts.space import genotype as genotype_lib
 from keras_darts.config import TrainConfig
 from keras_darts.errors import (ConfigError, DataError, GenotypeError, Interrupted,
                                 TrainingDivergedError)
-from keras_darts.runs.train_run import TrainRun, run_train
 from keras_darts.evaluation.train_step import NetworkTraining, epoch_lr
+from keras_darts.runs.train_run import TrainRun, run_train
+from keras_darts.space import genotype as genotype_lib
 
 # 32x32 so that the auxiliary head (on cell 2 of 3, at 8x8) is part of the run.
 TINY = ["--genotype=DARTS_V2", "--dataset=digits", "--image_size=32", "--channels=4",
@@ -206,7 +206,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 
 def test_lr_schedules_step_at_the_start_of_each_epoch():
-    # docs/evaluation.md#learning-rate-schedule: cosine to 0 over 600 epochs, epoch e uses the value for e + 1.
+    # docs/evaluation.md#learning-rate-schedule: cosine to 0 over 600 epochs, epoch e uses
+    # the value for e + 1.
     assert epoch_lr("cosine", 0, 600, 0.025) == pytest.approx(
         0.0125 * (1 + math.cos(math.pi / 600)))
     assert epoch_lr("cosine", 299, 600, 0.025) == pytest.approx(0.0125)

@@ -8,9 +8,9 @@ import pytest
 from keras_darts import selection
 from keras_darts.errors import ConfigError
 from keras_darts.ops import DARTS_PRIMITIVES
-from keras_darts.selection.perturbation import (
-    PTSettings, Projection, decision_epochs, genotype_from_projection, multi_input_nodes,
-    project_edge, project_op, run_schedule)
+from keras_darts.selection.perturbation import (Projection, PTSettings, decision_epochs,
+                                                genotype_from_projection, multi_input_nodes,
+                                                project_edge, project_op, run_schedule)
 from keras_darts.space import plans
 
 # DARTS-PT's s5 space: the DARTS ops without `none` (docs/methods/blank.md).

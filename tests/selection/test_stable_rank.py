@@ -7,11 +7,11 @@ import tensorflow as tf
 
 from keras_darts import ops, selection
 from keras_darts.errors import GenotypeError
+from keras_darts.selection.conv_stable_rank import (conv_singular_values, conv_stable_rank,
+                                                    scored_kernel, stable_rank)
 from keras_darts.selection.stable_rank import derive_cell, edge_sizes
-from keras_darts.selection.conv_stable_rank import (conv_singular_values, conv_stable_rank, scored_kernel,
-                                     stable_rank)
-from keras_darts.space.supernet import SearchNetwork
 from keras_darts.space.darts_cell import darts_cell
+from keras_darts.space.supernet import SearchNetwork
 
 WEIGHTLESS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
 

@@ -11,16 +11,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import run_module
+
 from keras_darts import data as data_lib
-from keras_darts.evaluation import networks as eval_net
-from keras_darts.serving import savedmodel as serving
-from keras_darts.space import genotype as genotype_lib
 from keras_darts.config import TrainConfig
 from keras_darts.errors import ConfigError, GenotypeError
-from keras_darts.serving.reuse import load_layer
+from keras_darts.evaluation import networks as eval_net
 from keras_darts.runs.train_run import export_run, restore_run, run_train
+from keras_darts.serving import savedmodel as serving
+from keras_darts.serving.reuse import load_layer
+from keras_darts.space import genotype as genotype_lib
 
 # 32x32 digits: one channel (the export converts RGB to grey) and an auxiliary head
 # in the checkpoint (which the export leaves out).

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from keras_darts.space import genotype as genotype_lib
 from keras_darts.errors import GenotypeError
+from keras_darts.space import genotype as genotype_lib
 
 DARTS_OPS = {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
              "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"}

@@ -9,10 +9,10 @@ import tensorflow as tf
 
 from keras_darts import ops
 from keras_darts.errors import GenotypeError
-from keras_darts.space.genotype import DARTS_V2, Genotype
 from keras_darts.runs.lifecycle import checkpointable_weights
-from keras_darts.space.supernet import SearchNetwork, reduction_layers
 from keras_darts.space import plans
+from keras_darts.space.genotype import DARTS_V2, Genotype
+from keras_darts.space.supernet import SearchNetwork, reduction_layers
 
 
 def n_params(variables):
@@ -41,7 +41,8 @@ def test_per_part_param_counts(darts_net):
 
 
 def test_per_edge_param_counts(darts_net):
-    """102C + 6C^2 per stride-1 MixedOp, 102C + 7C^2 per stride-2 one (docs/spaces/darts.md#parameter-counts)."""
+    """102C + 6C^2 per stride-1 MixedOp, 102C + 7C^2 per stride-2 one
+    (docs/spaces/darts.md#parameter-counts)."""
     for cell in darts_net.search_cells:
         c = cell.channels
         for edge in cell.edges:

@@ -11,16 +11,16 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import REPO
+
 from keras_darts import data as data_lib
-from keras_darts.space import genotype as genotype_lib
 from keras_darts import selection
 from keras_darts.config import SearchConfig
 from keras_darts.runs.lifecycle import checkpointable_weights
-from keras_darts.space.supernet import SearchNetwork
 from keras_darts.runs.search_run import run_search, run_selection
+from keras_darts.space import genotype as genotype_lib
 from keras_darts.space import plans
+from keras_darts.space.supernet import SearchNetwork
 
 # One node per cell keeps perturbation cheap: 2 edges per cell, 2 tuning epochs.
 TINY = SearchConfig(output_dir="", dataset="digits", channels=4, layers=3, nodes=1,
