@@ -1,4 +1,4 @@
-"""Helper script for tests/test_distributed.py (not a test module; run it in a fresh process).
+"""Helper script for tests/infra/test_distributed.py (not a test module; run it in a fresh process).
 
 Splits the CPU into 2 logical devices, then runs the same search steps on the
 same global batches with a tiny supernet twice: once under the default

@@ -2,7 +2,7 @@
 
 TF's devices can only be split before TF initialises them, and pytest runs all
 test modules in one process, so the comparison runs in a fresh interpreter:
-tests/distributed_check.py (a helper script, not collected by pytest).
+tests/infra/distributed_check.py (a helper script, not collected by pytest).
 """
 
 import json

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_darts import ops, selection
-from keras_darts.errors import GenotypeError
+from keras_darts.errors import ConfigError, GenotypeError
 from keras_darts.selection.conv_stable_rank import (conv_singular_values, conv_stable_rank,
                                                     scored_kernel, stable_rank)
 from keras_darts.selection.stable_rank import derive_cell, edge_sizes
@@ -227,7 +227,7 @@ def test_code_shapes_inflate_stride_one_reduction_edges_by_four(net):
 
 
 def test_unknown_msr_shapes_raises(net):
-    with pytest.raises(ValueError, match="msr_shapes must be one of"):
+    with pytest.raises(ConfigError, match="--msr_shapes must be one of"):
         selection.select("stable_rank", net, {"msr_shapes": "torch"})
 
 
