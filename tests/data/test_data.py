@@ -25,6 +25,10 @@ def count_examples(ds):
 # digits
 
 
+# One worker builds the module fixture below for all of this module's tests.
+pytestmark = pytest.mark.xdist_group("test_data")
+
+
 @pytest.fixture(scope="module")
 def digits():
     return data.load_search_data("digits", 32, seed=0)

@@ -15,13 +15,15 @@ import pytest
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_check.py")
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 
-pytestmark = pytest.mark.slow  # ~30 s: a fresh TF process traces the step on 2 replicas
+# ~30-100 s per check: a fresh TF process traces the step on 2 replicas; one worker
+# runs the module (its checks are module fixtures).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_distributed")]
 
 
 def _check(mode):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, SCRIPT, mode], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=os.path.dirname(SCRIPT))
+                          timeout=900, env=env, cwd=os.path.dirname(SCRIPT))
     lines = [line for line in proc.stdout.splitlines() if line.startswith("DISTRIBUTED_CHECK ")]
     return proc, (json.loads(lines[-1].split(" ", 1)[1]) if lines else None)
 

@@ -43,7 +43,7 @@ def _free_ports(count):
     return ports
 
 
-def _run_cluster(out, tmpdir, sigterm_worker=None, timeout=300):
+def _run_cluster(out, tmpdir, sigterm_worker=None, timeout=900):
     """Runs the tiny search on 2 localhost workers; returns ([exit codes], [logs]).
     `out`: the --output_dir of both, or a list of one per worker."""
     outs = out if isinstance(out, list) else [out, out]
@@ -94,7 +94,7 @@ def _assert_alphas_close(out, reference, epoch):
 
 def test_two_workers_equal_one_process_and_survive_sigterm(tmp_path):
     single = tmp_path / "single"
-    reference = run_module("keras_darts.search", *TINY, f"--output_dir={single}", timeout=300)
+    reference = run_module("keras_darts.search", *TINY, f"--output_dir={single}", timeout=900)
     assert reference.returncode == 0, reference.stderr[-3000:]
     out, tmpdir = tmp_path / "cluster", tmp_path / "tmp"
     tmpdir.mkdir()
@@ -133,7 +133,7 @@ def test_two_workers_equal_one_process_and_survive_sigterm(tmp_path):
     # Workers that do not see the same --output_dir (here: worker 1 an empty one)
     # would start at different steps: both refuse, instead of hanging.
     other = tmp_path / "not_shared"
-    codes, logs = _run_cluster([out, other], tmpdir, timeout=120)
+    codes, logs = _run_cluster([out, other], tmpdir, timeout=600)
     assert codes == [2, 2], logs[0][-3000:] + logs[1][-3000:]
     for log in logs:
         assert "start at different steps (0 to 6" in log

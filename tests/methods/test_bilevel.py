@@ -59,6 +59,10 @@ def global_norm(arrays):
 # the two phases of a step
 
 
+# One worker builds the module fixture below for all of this module's tests.
+pytestmark = pytest.mark.xdist_group("test_bilevel")
+
+
 @pytest.fixture(scope="module")
 def darts_search():
     return build(SearchHParams(w_weight_decay=0.0, w_grad_clip=0.05, a_weight_decay=0.0))

@@ -46,7 +46,7 @@ def _start(out, method, *extra):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _finish(proc, timeout=300):
+def _finish(proc, timeout=900):
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
 
@@ -60,7 +60,7 @@ def _terminate_after(proc, line):
             proc.send_signal(signal.SIGTERM)
             break
     rest = proc.stderr.read()
-    proc.wait(timeout=120)
+    proc.wait(timeout=600)
     return proc.returncode, "".join(log) + rest
 
 

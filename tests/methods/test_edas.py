@@ -1,10 +1,7 @@
 """EDAS single-edge relaxation (docs/methods/edas.md): clamping, sampling, which
 ops run, which alphas and weights change, and equality with the derived network."""
 
-import json
-import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,7 +13,6 @@ from keras_darts.optim import Adam, MomentumSGD
 from keras_darts.space import plans
 from keras_darts.space.cells import EDGE_MIXED, EDGE_OFF
 from keras_darts.space.darts_cell import darts_cell
-from keras_darts.space.genotype import load as load_genotype
 from keras_darts.space.search_space import dense_edges
 from keras_darts.space.supernet import SearchNetwork
 
@@ -153,6 +149,10 @@ def test_alpha_gradient_reaches_only_the_sampled_rows():
         assert not np.delete(grad, row, axis=0).any()
 
 
+# One worker builds the module fixture below for all of this module's tests.
+pytestmark = pytest.mark.xdist_group("test_edas")
+
+
 @pytest.fixture(scope="module")
 def stepped():
     """A tiny search before and after its first step (tracing the step takes most
@@ -192,19 +192,6 @@ def test_step_changes_only_sampled_alpha_rows_and_weights_of_ops_that_ran(steppe
     assert ran_with_stats > len(model.search_cells)
     stem = model.stem_conv.trainable_variables[0]
     assert not np.array_equal(stem.numpy(), before[id(stem)])
-
-
-@pytest.mark.slow
-def test_same_seed_same_alphas_bit_for_bit():
-    runs = []
-    for _ in range(2):
-        keras.utils.set_random_seed(0)
-        model, search = tiny_search(sampling="round_robin")
-        for step in range(3):
-            search.step(batch(step), batch(step + 10))
-        runs.append([a.numpy() for a in model.arch_variables])
-    for first, second in zip(*runs):
-        np.testing.assert_array_equal(first, second)
 
 
 def test_lazy_adam_rows():
@@ -271,21 +258,6 @@ TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=4", "--batch_
         "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=0", "--epochs=1"]
 
 
-@pytest.mark.slow
-def test_single_edge_search_end_to_end(tmp_path):
-    out = str(tmp_path / "run")
-    result = run_module("keras_darts.search", *TINY, "--relaxation=single_edge",
-                        "--edas_edge_sampling=round_robin", "--selection=stable_rank",
-                        f"--output_dir={out}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    genotype = load_genotype(os.path.join(out, "genotype.json"))
-    assert len(genotype.normal) == 8 and len(genotype.reduce) == 8
-    config = json.load(open(os.path.join(out, "config.json")))
-    assert config["method"] == "edas"
-    results = json.load(open(os.path.join(out, "results.json")))
-    assert 0.0 <= results["test_accuracy"] <= 1.0
-
-
 @pytest.mark.parametrize("args, message", [
     (["--edas_tau0=2"], "--edas_tau0 only applies to --relaxation=single_edge"),
     (["--relaxation=single_edge", "--selection=perturbation"], "--relaxation=full"),
@@ -294,7 +266,7 @@ def test_single_edge_search_end_to_end(tmp_path):
 def test_bad_edas_flags(tmp_path, args, message):
     out = tmp_path / "run"
     result = run_module("keras_darts.search", *TINY, f"--output_dir={out}", *args,
-                        timeout=120)
+                        timeout=300)
     assert result.returncode != 0
     assert message in result.stderr
     assert not out.exists()

@@ -71,7 +71,7 @@ def test_search_end_to_end_then_resume(tmp_path):
 def test_bad_input_exits_nonzero_before_writing(tmp_path, args, message):
     out = tmp_path / "run"
     result = run_module("keras_darts.search", *TINY, "--epochs=1", f"--output_dir={out}",
-                        *args, timeout=120)
+                        *args, timeout=300)
     assert result.returncode != 0
     assert message in result.stderr
     assert not out.exists()
@@ -196,7 +196,7 @@ def test_select_runs_criteria_on_a_searched_supernet(tmp_path):
 ])
 def test_select_bad_input(tmp_path, args, message):
     result = run_module("keras_darts.select", f"--output_dir={tmp_path / 'out'}", *args,
-                        timeout=120)
+                        timeout=300)
     assert result.returncode != 0 and message in result.stderr
 
 

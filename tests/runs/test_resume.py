@@ -34,7 +34,7 @@ def _start(out, *extra):
 
 
 def _wait(proc):
-    _, stderr = proc.communicate(timeout=300)
+    _, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr[-3000:]
     return stderr
 
@@ -51,7 +51,7 @@ def _interrupt(out, signum, after_line, delay, *extra):
             proc.send_signal(signum)
             break
     log.extend(proc.stderr)
-    proc.wait(timeout=120)
+    proc.wait(timeout=600)
     return proc.returncode, "".join(log)
 
 

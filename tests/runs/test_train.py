@@ -69,7 +69,7 @@ def test_train_end_to_end_then_resume(tmp_path):
 def test_bad_genotype_on_the_command_line_exits_before_writing(tmp_path):
     out = tmp_path / "run"
     result = run_module("keras_darts.train", *TINY, "--genotype=DARTS_V9", "--epochs=1",
-                        f"--output_dir={out}", timeout=120)
+                        f"--output_dir={out}", timeout=300)
     assert result.returncode == 2
     assert "unknown genotype name 'DARTS_V9'; known names: " in result.stderr
     assert not out.exists()

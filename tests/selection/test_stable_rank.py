@@ -159,6 +159,10 @@ def test_derive_cell_needs_two_finite_edges_per_node():
 
 # -- the criterion on a tiny supernet ---------------------------------------------
 
+# One worker builds the module fixture below for all of this module's tests.
+pytestmark = pytest.mark.xdist_group("test_stable_rank")
+
+
 @pytest.fixture(scope="module")
 def net():
     keras.utils.set_random_seed(0)

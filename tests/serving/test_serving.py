@@ -68,6 +68,10 @@ print("RELOAD " + json.dumps({"errors": errors, "assets": assets,
 """
 
 
+# One worker builds the module fixture below for all of this module's tests.
+pytestmark = pytest.mark.xdist_group("test_serving")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 1-epoch run, exported with the CLI: (run dir, export dir, reference Keras network)."""
@@ -98,7 +102,7 @@ def test_reload_without_keras_darts_gives_the_keras_models_predictions(trained, 
     proc = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, export_dir,
                            str(tmp_path / "batch.npy"), str(tmp_path / "out.npz")],
                           cwd=tmp_path, env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(next(line for line in proc.stdout.splitlines()
                              if line.startswith("RELOAD "))[len("RELOAD "):])

@@ -146,6 +146,10 @@ def test_discrete_cell_all_none_node_is_zero():
     assert out[..., 4:].any()
 
 
+# One worker builds the module fixture below for all of this module's tests.
+pytestmark = pytest.mark.xdist_group("test_cells")
+
+
 @pytest.fixture(scope="module")
 def tiny_net():
     keras.utils.set_random_seed(0)

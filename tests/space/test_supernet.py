@@ -19,6 +19,10 @@ def n_params(variables):
     return int(sum(np.prod(v.shape) for v in variables))
 
 
+# One worker builds the module fixture below for all of this module's tests.
+pytestmark = pytest.mark.xdist_group("test_supernet")
+
+
 @pytest.fixture(scope="module")
 def darts_net():
     """The paper's search supernet: C=16, 8 cells, 4 nodes, 10 classes, 32x32x3."""

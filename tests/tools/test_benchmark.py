@@ -13,7 +13,7 @@ def run_benchmark(*args):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "--batch", "2",
          "--channels", "4", "--layers", "3", "--image_size", "8", "--steps", "2", *args],
-        capture_output=True, text=True, timeout=300, env=env)
+        capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1
@@ -31,7 +31,7 @@ def test_benchmark_prints_one_json_line():
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "--batch", "2",
          "--channels", "4", "--layers", "3", "--image_size", "8", "--steps", "2"],
-        capture_output=True, text=True, timeout=300, env=env)
+        capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1

@@ -29,6 +29,10 @@ TINY = SearchConfig(output_dir="", dataset="digits", channels=4, layers=3, nodes
 PT_FLAGS = ["--pt_proj_intv=1"]
 
 
+# One worker builds the module fixture below for all of this module's tests.
+pytestmark = pytest.mark.xdist_group("test_compare_selection")
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """A search output directory (1 epoch on the tiny supernet)."""
@@ -152,7 +156,7 @@ def test_bad_input_exits_2_with_one_message(searched, corrupt_copy, tmp_path, ca
         out.mkdir()
         (out / "comparison.md").write_text("earlier results\n")
     result = run_tool(f"--checkpoint={source}", f"--output_dir={out}",
-                      f"--criteria={criteria}", timeout=180)
+                      f"--criteria={criteria}", timeout=600)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines()
               if line.startswith("compare_selection: error:")]
