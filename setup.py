@@ -14,7 +14,7 @@ setup(
         "tensorflow>=2.18,<3",
         "keras>=3.8,<4",
         "tensorflow-datasets>=4.9",
-        # tensorflow-datasets 4.9.x imports it without declaring it (docs/tensorflow_notes.md#install).
+        # tensorflow-datasets 4.9.x imports it undeclared (docs/tensorflow_notes.md#install).
         "importlib_resources",
         "numpy",
         "absl-py",

@@ -13,8 +13,8 @@ _OUTSIDE = re.compile(r"specs/[a-z_]+\.md|NOTES_TF\.md|\.\./shared")
 
 
 def _sources():
-    patterns = ["keras_darts/**/*.py", "tools/*.py", "tests/**/*.py", "*.md", "docs/**/*.md",
-                "flags/*.cfg"]
+    patterns = ["keras_darts/**/*.py", "tools/*.py", "setup.py", "tests/**/*.py", "*.md",
+                "docs/**/*.md", "flags/*.cfg"]
     for pattern in patterns:
         for path in glob.glob(os.path.join(REPO, pattern), recursive=True):
             if not path.endswith("test_docs.py"):
