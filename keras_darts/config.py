@@ -86,6 +86,7 @@ class SearchConfig(_JsonRecord):
     nodes: int = _fixed(4)
     primitives: str = _fixed("darts")
     stem_multiplier: int = _fixed(3)
+    weighting: str = _fixed("softmax")   # Mixing rule of the supernet's edges (space/mixing.py).
     # Search method (keras_darts/methods/) and its own settings.
     method: str = _fixed("darts")
     method_settings: object = None       # The method's Settings; None = its defaults.
@@ -101,6 +102,9 @@ class SearchConfig(_JsonRecord):
     # Optimisers: defaults are SearchHParams' (the reference values).
     w_lr: float = SearchHParams.w_lr
     w_lr_min: float = SearchHParams.w_lr_min
+    w_lr_schedule: str = "cosine"        # Or cosine_power (docs/schedules.md).
+    w_lr_power: float = 2.0              # cosine_power's power (>= 1).
+    w_lr_warmup_epochs: int = 5          # cosine_power's linear warmup; 0 = none.
     w_momentum: float = SearchHParams.w_momentum
     w_weight_decay: float = SearchHParams.w_weight_decay
     w_grad_clip: float = SearchHParams.w_grad_clip
@@ -222,6 +226,7 @@ class TrainConfig(_JsonRecord):
     network: str = _fixed("cifar")
     channels: int = _fixed(36)
     layers: int = _fixed(20)
+    mid_channels: int = _fixed(0)        # Choke ops' middle width (sharpDARTS); 0 = family default.
     auxiliary: bool = _fixed(True)
     auxiliary_weight: float = TrainHParams.auxiliary_weight
     drop_path_prob: float = 0.2  # Final value of the linear drop-path schedule.
@@ -231,9 +236,11 @@ class TrainConfig(_JsonRecord):
     eval_batch_size: int = 0     # 0 = batch_size.
     steps_per_epoch: int = _fixed(0)     # 0 = a full pass over the train split.
     lr: float = 0.025
-    lr_schedule: str = "cosine"  # cosine (to lr_min) or exponential (x lr_decay per epoch).
-    lr_min: float = 0.0
+    lr_schedule: str = "cosine"  # cosine or cosine_power (to lr_min), or exponential (x lr_decay
+    lr_min: float = 0.0          # per epoch): docs/schedules.md.
     lr_decay: float = 0.97
+    lr_power: float = 2.0        # cosine_power's power (>= 1).
+    lr_warmup_epochs: int = 0    # cosine_power's linear warmup; 0 = none.
     momentum: float = TrainHParams.momentum
     weight_decay: float = TrainHParams.weight_decay
     grad_clip: float = TrainHParams.grad_clip
@@ -248,6 +255,10 @@ class TrainConfig(_JsonRecord):
     keep_checkpoints: int = 3
 
     KIND = "train"
+
+    def op_options(self):
+        """Options of the genotype's op family (keras_darts/ops/registry.py)."""
+        return {"mid_channels": self.mid_channels} if self.mid_channels else {}
 
     def hparams(self):
         """The step's settings (the learning rate is set per epoch)."""

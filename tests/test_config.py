@@ -11,6 +11,7 @@ from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError
 from keras_darts.methods.darts import DartsSettings
 from keras_darts.methods.edas import EdasSettings
+from keras_darts.selection.magnitude import MagnitudeSettings
 from keras_darts.selection.perturbation import PTSettings
 from keras_darts.selection.stable_rank import StableRankSettings
 
@@ -18,7 +19,7 @@ from keras_darts.selection.stable_rank import StableRankSettings
 def test_sections_default_to_the_plugins_settings():
     config = SearchConfig(output_dir="x")
     assert config.method_settings == DartsSettings()
-    assert config.selection_settings == settings_lib.NoSettings()
+    assert config.selection_settings == MagnitudeSettings()
     edas = SearchConfig(output_dir="x", method="edas", method_settings={"tau0": 2.0})
     assert edas.method_settings == EdasSettings(tau0=2.0)
 

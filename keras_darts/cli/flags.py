@@ -26,7 +26,7 @@ from keras_darts.errors import ConfigError
 from keras_darts.evaluation import networks as eval_net
 from keras_darts.evaluation import train_step
 from keras_darts.infra import runtime
-from keras_darts.space import search_space
+from keras_darts.space import mixing, search_space
 from keras_darts.space.supernet import RECOMPUTE_POLICIES
 
 FLAGS = flags.FLAGS
@@ -170,9 +170,15 @@ def define_search_flags():
                          lower_bound=1)
     flags.DEFINE_integer("nodes", d.nodes, "Intermediate nodes per cell.", lower_bound=1)
     flags.DEFINE_enum("primitives", d.primitives, list(ops.op_sets()),
-                      "Candidate op set (alpha columns).")
+                      "Candidate op set (alpha columns): darts, darts_pt (DARTS without "
+                      "none), msr; sharpDARTS's sharpsep_darts (the DARTS names built with "
+                      "SharpSepConv), sharp (9 ops), sharper (12 ops).")
     flags.DEFINE_integer("stem_multiplier", d.stem_multiplier,
                          "The stem outputs stem_multiplier * C channels.", lower_bound=1)
+    flags.DEFINE_enum("weighting", d.weighting, list(mixing.names()),
+                      "How an edge mixes its ops: 'softmax' (DARTS: softmax(alpha)) or "
+                      "'max_w' (sharpDARTS: 1 - max(softmax) + softmax, the strongest op "
+                      "at full strength).")
     # Search method and its settings.
     flags.DEFINE_enum("method", d.method, list(methods.names()), "Search method: " + "; ".join(
         f"{name}: {methods.get(name).description}" for name in methods.names()) + ".")
@@ -191,9 +197,17 @@ def define_search_flags():
                          "0 = one pass over search-train.", lower_bound=0)
     _define_selection_flags()
     flags.DEFINE_integer("seed", d.seed, "Random seed (weights, alphas, data order).")
-    flags.DEFINE_float("w_lr", d.w_lr, "Weight SGD learning rate (cosine-annealed).",
-                       lower_bound=0.0)
+    flags.DEFINE_float("w_lr", d.w_lr, "Weight SGD learning rate (annealed by "
+                       "--w_lr_schedule).", lower_bound=0.0)
     flags.DEFINE_float("w_lr_min", d.w_lr_min, "Final weight learning rate.", lower_bound=0.0)
+    flags.DEFINE_enum("w_lr_schedule", d.w_lr_schedule, ["cosine", "cosine_power"],
+                      "Weight lr schedule: 'cosine' (DARTS) or 'cosine_power' (sharpDARTS's "
+                      "cosine power annealing, --w_lr_power and --w_lr_warmup_epochs; "
+                      "docs/schedules.md).")
+    flags.DEFINE_float("w_lr_power", d.w_lr_power, "cosine_power: the power (>= 1; 1 = "
+                       "cosine, larger decays faster early and slower late).")
+    flags.DEFINE_integer("w_lr_warmup_epochs", d.w_lr_warmup_epochs, "cosine_power: epochs "
+                         "of linear warmup before it reaches --w_lr; 0 = none.")
     flags.DEFINE_float("w_momentum", d.w_momentum, "Weight SGD momentum.",
                        lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_float("w_weight_decay", d.w_weight_decay, "Weight L2 decay (coupled).",
@@ -355,9 +369,11 @@ def define_train_flags(fv=FLAGS):
                          "every training image; 0 = no cutout.", lower_bound=0, flag_values=fv)
     flags.DEFINE_enum("augmentation", d.augmentation, list(data.TRAIN_AUGMENTATIONS),
                       "Training augmentation: 'crop_flip' (pad, random crop, flip: the CIFAR "
-                      "recipe) or 'imagenet' (random resized crop, flip, colour jitter; test "
+                      "recipe), 'imagenet' (random resized crop, flip, colour jitter; test "
                       "images resized to 8/7 of --image_size and centre-cropped: the ImageNet "
-                      "recipe).", flag_values=fv)
+                      "recipe) or 'autoaugment' (crop_flip, then the AutoAugment CIFAR-10 "
+                      "policy, as in sharpDARTS; test images are never augmented).",
+                      flag_values=fv)
     # Network.
     flags.DEFINE_enum("network", d.network, list(eval_net.NETWORKS),
                       "'cifar' (one 3x3 conv stem, NetworkCIFAR) or 'imagenet' (three "
@@ -366,6 +382,9 @@ def define_train_flags(fv=FLAGS):
                          lower_bound=2, flag_values=fv)
     flags.DEFINE_integer("layers", d.layers, "Number of cells; reductions at 1/3 and 2/3.",
                          lower_bound=3, flag_values=fv)
+    flags.DEFINE_integer("mid_channels", d.mid_channels, "Middle width of sharpDARTS's "
+                         "choke ops (choke_conv_3x3, dil_choke_conv_3x3); 0 = the op family's "
+                         "default (32).", lower_bound=0, flag_values=fv)
     flags.DEFINE_boolean("auxiliary", d.auxiliary, "Train with the auxiliary head on the "
                          "output of cell 2*layers//3.", flag_values=fv)
     flags.DEFINE_float("auxiliary_weight", d.auxiliary_weight, "Weight of the auxiliary "
@@ -385,12 +404,20 @@ def define_train_flags(fv=FLAGS):
     flags.DEFINE_float("lr", d.lr, "SGD learning rate of the first epoch's schedule.",
                        lower_bound=0.0, flag_values=fv)
     flags.DEFINE_enum("lr_schedule", d.lr_schedule, list(train_step.LR_SCHEDULES),
-                      "'cosine' (to --lr_min, CIFAR recipe) or 'exponential' (x --lr_decay "
-                      "every epoch, ImageNet recipe).", flag_values=fv)
-    flags.DEFINE_float("lr_min", d.lr_min, "cosine: final learning rate.", lower_bound=0.0,
-                       flag_values=fv)
+                      "'cosine' (to --lr_min, CIFAR recipe), 'cosine_power' (sharpDARTS's "
+                      "cosine power annealing to --lr_min, --lr_power, --lr_warmup_epochs) "
+                      "or 'exponential' (x --lr_decay every epoch, ImageNet recipe); "
+                      "docs/schedules.md.", flag_values=fv)
+    flags.DEFINE_float("lr_min", d.lr_min, "cosine, cosine_power: final learning rate.",
+                       lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("lr_decay", d.lr_decay, "exponential: factor per epoch.",
                        lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_float("lr_power", d.lr_power, "cosine_power: the power (>= 1; 1 = cosine, "
+                       "larger decays faster early and slower late; sharpDARTS: 2).",
+                       flag_values=fv)
+    flags.DEFINE_integer("lr_warmup_epochs", d.lr_warmup_epochs, "cosine_power: epochs of "
+                         "linear warmup before it reaches --lr; 0 = none (sharpDARTS: 5).",
+                         flag_values=fv)
     flags.DEFINE_float("momentum", d.momentum, "SGD momentum.", lower_bound=0.0,
                        upper_bound=1.0, flag_values=fv)
     flags.DEFINE_float("weight_decay", d.weight_decay, "L2 decay (coupled, as in the "

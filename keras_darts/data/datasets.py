@@ -34,7 +34,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from keras_darts.data import imagenet_aug
+from keras_darts.data import autoaugment, imagenet_aug
 from keras_darts.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -64,9 +64,13 @@ CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 # split the same seed, so the streams stay independent).
 _CUTOUT_STREAM = 2
 
-# Training augmentations of `load_train_data`: DARTS's pad-and-crop + flip, or
-# the ImageNet recipe's random resized crop + flip + colour jitter.
-TRAIN_AUGMENTATIONS = ("crop_flip", "imagenet")
+# The AutoAugment policy's seed: the element's augmentation seed folded with this.
+_AUTOAUGMENT_STREAM = 3
+
+# Training augmentations of `load_train_data`: DARTS's pad-and-crop + flip, the
+# ImageNet recipe's random resized crop + flip + colour jitter, or crop_flip
+# followed by the AutoAugment CIFAR-10 policy (docs/evaluation.md#autoaugment).
+TRAIN_AUGMENTATIONS = ("crop_flip", "imagenet", "autoaugment")
 
 # Mirroring a digit or letter makes a different (or no) symbol.
 _NO_FLIP_TFDS = frozenset({"mnist", "emnist", "kmnist", "binarized_mnist", "svhn_cropped"})
@@ -230,10 +234,11 @@ def load_train_data(
     train split and test it on the test split.  Same sources and statistics
     rules as `load_search_data`.
 
-    augmentation: `crop_flip` (pad, random crop, flip where it fits) or
+    augmentation: `crop_flip` (pad, random crop, flip where it fits),
     `imagenet` (the ImageNet recipe, `imagenet_aug`: train images keep their
     size until the random resized crop; test images are resized and
-    centre-cropped); then `cutout` (0: none) on the normalised images.
+    centre-cropped) or `autoaugment` (crop_flip, then the AutoAugment CIFAR-10
+    policy); then `cutout` (0: none) on the normalised images.
     """
     _check_arguments(batch_size, image_size, crop_padding, eval_batch_size)
     if cutout < 0:
@@ -253,6 +258,8 @@ def load_train_data(
     if recipe:
         size = info.image_shape[0]
         transform = lambda image, s: imagenet_aug.train_transform(image, s, size, info.flip)
+    elif augmentation == "autoaugment":
+        transform = _crop_flip_autoaugment(_crop_padding(crop_padding, info), info)
     else:
         transform = _crop_flip(_crop_padding(crop_padding, info), info)
     train_from = functools.partial(_train_pipeline, train, num_train, batch_size=batch_size,
@@ -296,6 +303,19 @@ def _crop_padding(crop_padding, info):
 def _crop_flip(pad, info):
     """The DARTS augmentation as a pipeline transform: (image, seed) -> image."""
     return lambda image, seed: augment(image, seed, pad, info.flip)
+
+
+def _crop_flip_autoaugment(pad, info):
+    """crop_flip, then the AutoAugment policy on the image's 8-bit levels.  Its seed is
+    folded off the element's, so the crop and flip equal those of `crop_flip`."""
+    crop_flip = _crop_flip(pad, info)
+
+    def transform(image, seed):
+        policy_seed = tf.random.experimental.stateless_fold_in(seed, _AUTOAUGMENT_STREAM)
+        levels = autoaugment.apply_policy(crop_flip(image, seed) * 255.0, policy_seed)
+        return levels / 255.0
+
+    return transform
 
 
 # --------------------------------------------------------------------------

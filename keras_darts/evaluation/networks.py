@@ -94,10 +94,12 @@ class EvalCell(ops.BuiltLayer):
       channels: C of this cell (every node has C channels).
       reduction: ops reading the cell inputs (index < 2) use stride 2.
       reduction_prev: the previous cell halved the size, so input 0 is reduced too.
+      op_family: the op family of the op names (keras_darts/ops/registry.py).
+      op_options: options of that family (e.g. sharpDARTS's `mid_channels`).
     """
 
     def __init__(self, pairs, concat, prev_prev_channels, prev_channels, channels, reduction,
-                 reduction_prev, **kwargs):
+                 reduction_prev, op_family=ops.DEFAULT_FAMILY, op_options=None, **kwargs):
         super().__init__(**kwargs)
         self.pairs = tuple((op, int(j)) for op, j in pairs)
         self.concat = tuple(int(i) for i in concat)
@@ -110,7 +112,8 @@ class EvalCell(ops.BuiltLayer):
             self.preprocess0 = ops.ReLUConvBN(channels, affine=True,
                                               in_channels=prev_prev_channels)
         self.preprocess1 = ops.ReLUConvBN(channels, affine=True, in_channels=prev_channels)
-        self.cell_ops = [ops.make_op(op, channels, 2 if reduction and j < 2 else 1, affine=True)
+        self.cell_ops = [ops.make_op(op, channels, 2 if reduction and j < 2 else 1, affine=True,
+                                     family=op_family, **(op_options or {}))
                          for op, j in self.pairs]
 
     @property
@@ -206,9 +209,15 @@ class EvalNetwork(keras.Model):
     DEFAULT_INPUT_SHAPE = None
 
     def __init__(self, genotype, num_classes, channels, num_layers, auxiliary=True,
-                 input_shape=None, **kwargs):
+                 input_shape=None, op_options=None, **kwargs):
         super().__init__(**kwargs)
         self.genotype = _as_genotype(genotype)
+        # Options of the genotype's op family, e.g. {"mid_channels": 96} (sharpDARTS).
+        self.op_options = dict(op_options or {})
+        try:
+            ops.family(self.genotype.op_family).resolve_options(self.op_options)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.num_classes = num_classes
         self.channels = channels
         self.num_layers = num_layers
@@ -233,6 +242,7 @@ class EvalNetwork(keras.Model):
                 size = _halved(size)
             pairs, concat = self.genotype.cell(reduction)
             cell = EvalCell(pairs, concat, prev_prev, prev, current, reduction, reduction_prev,
+                            op_family=self.genotype.op_family, op_options=self.op_options,
                             name=f"cell_{i}")
             self.eval_cells.append(cell)
             reduction_prev = reduction
@@ -279,7 +289,7 @@ class EvalNetwork(keras.Model):
         return {**super().get_config(), "genotype": self.genotype.to_json_dict(),
                 "num_classes": self.num_classes, "channels": self.channels,
                 "num_layers": self.num_layers, "auxiliary": self.auxiliary,
-                "input_shape": list(self.image_shape)}
+                "input_shape": list(self.image_shape), "op_options": dict(self.op_options)}
 
     # -- forward ---------------------------------------------------------------
     def call(self, images, training=False):

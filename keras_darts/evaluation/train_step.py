@@ -31,12 +31,14 @@ class TrainHParams:
     label_smoothing: float = 0.0
 
 
-def epoch_lr(schedule, epoch, epochs, lr, lr_min=0.0, decay=0.97):
+def epoch_lr(schedule, epoch, epochs, lr, lr_min=0.0, decay=0.97, **options):
     """Learning rate of 0-based `epoch` under a registered schedule
     (keras_darts/schedules.py): cosine from `lr` to `lr_min` (the last epoch
     runs at lr_min) or exponential lr * decay**(e + 1), both stepped at the
-    start of every epoch as the reference code steps its schedulers."""
-    return schedules.lr(schedule, epoch, epochs, lr, lr_min, decay=decay)
+    start of every epoch as the reference code steps its schedulers, or
+    cosine_power with `options` power and warmup_epochs
+    (docs/schedules.md#cosine-power-annealing)."""
+    return schedules.lr(schedule, epoch, epochs, lr, lr_min, decay=decay, **options)
 
 
 def _correct(labels, logits):

@@ -47,7 +47,7 @@ class SearchMethod:
         False: weight-only steps (the harness then reads no val batches).
       implied: config fields the method fixes, {field: value}: applied when the
         flag is not given, and any other value is refused.
-      lr_options: options of the "cosine" weight learning-rate schedule.
+      lr_options: options of the weight learning-rate schedules (--w_lr_schedule).
       relaxation: the `--relaxation` value that also selects this method (flag
         files of before methods were plug-ins said `--relaxation=single_edge`
         for EDAS); None for none.
@@ -91,7 +91,7 @@ class SearchMethod:
         self.model = SearchNetwork(
             num_classes, channels=cfg.channels, num_layers=cfg.layers, space=cfg.search_space(),
             input_shape=image_shape, stem_multiplier=cfg.stem_multiplier,
-            recompute=cfg.recompute)
+            recompute=cfg.recompute, mixing=cfg.weighting)
         return self.model
 
     def build_step(self, model, strategy):
@@ -114,7 +114,8 @@ class SearchMethod:
     def weight_lr(self, epoch, epochs):
         """The weight learning rate of 0-based search `epoch`."""
         cfg = self.config
-        return schedules.lr("cosine", epoch, epochs, cfg.w_lr, cfg.w_lr_min, **self.lr_options)
+        options = {**schedules.config_options(cfg, "w_lr"), **self.lr_options}
+        return schedules.lr(cfg.w_lr_schedule, epoch, epochs, cfg.w_lr, cfg.w_lr_min, **options)
 
     def start_epoch(self, epoch, epochs, fresh):
         """Before the steps of a search epoch; `fresh`: the epoch starts at its

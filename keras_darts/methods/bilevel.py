@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from keras_darts.infra import replicas
 from keras_darts.optim import Adam, MomentumSGD, assign_all
-from keras_darts.space import mixing, plans
+from keras_darts.space import plans
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +68,12 @@ class BilevelSearch:
     Create `model` inside `strategy.scope()`; this object creates both optimizers
     in the same scope.  Batches passed to `step` are global batches: plain
     tensors under the default strategy, distributed values otherwise (see
-    `distribute`).  `mixing_rule`: the name of the mixing rule
-    (keras_darts/space/mixing.py) that turns alphas into op coefficients.
+    `distribute`).  The mixing rule that turns alphas into op coefficients
+    is the supernet's (`model.mixing_rule`, keras_darts/space/mixing.py).
     """
 
     def __init__(self, model, strategy, global_batch_size, hparams=SearchHParams(),
-                 order="first", mixing_rule="softmax"):
+                 order="first"):
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         self.order = order
@@ -81,7 +81,7 @@ class BilevelSearch:
         self.strategy = strategy
         self.global_batch_size = int(global_batch_size)
         self.hparams = hparams
-        self.mixing_rule = mixing.get(mixing_rule)
+        self.mixing_rule = model.mixing_rule
         with strategy.scope():
             self.weight_optimizer = MomentumSGD(
                 model.weight_variables, hparams.w_lr, momentum=hparams.w_momentum,

@@ -113,7 +113,8 @@ class Msr(SearchMethod):
                    "softmax(-stable rank) per cell; implies --primitives=msr "
                    "--selection=stable_rank")
     trains_alphas = False
-    implied = {"primitives": OP_SET, "selection": SELECTION}
+    # Its mixing is softmax(-srank), not a rule of alphas: --weighting would be ignored.
+    implied = {"primitives": OP_SET, "selection": SELECTION, "weighting": "softmax"}
     lr_options = {"stepped_before_epoch": False}  # The reference steps after the epoch.
 
     @property

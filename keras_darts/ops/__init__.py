@@ -2,9 +2,10 @@
 
 | module | what |
 |---|---|
-| `registry.py` | `register_op`, `register_op_set`, `make_op`, `op_set`: ops and op sets by name |
+| `registry.py` | `register_family`, `register_op`, `register_op_set`, `make_op`, `op_set`: op families, ops and op sets by name |
 | `layers.py` | BatchNorm, Conv, Linear, initialisers, `BuiltLayer`, `CandidateOp` |
 | `darts_ops.py` | the DARTS op family and the op sets `darts`, `darts_pt`, `msr` |
+| `sharp_ops.py` | sharpDARTS's op family `sharp` (SharpSepConv) and the op sets `sharpsep_darts`, `sharp`, `sharper` |
 | `spectral_norm.py` | MSR-DARTS's spectral normalisation of a conv kernel |
 
 A new op family is a new module here that registers its ops and op sets on
@@ -14,9 +15,12 @@ import; add its import at the bottom of this file.
 from keras_darts.ops.layers import (BN_EPSILON, BN_MOMENTUM, BatchNorm, BuiltLayer,  # noqa: F401
                                     CandidateOp, Conv, Linear, NumpyNormal, ReLU, Sequential,
                                     TorchUniform, self_contained_gradients)
-from keras_darts.ops.registry import (make_op, op_set, op_sets, register_op,  # noqa: F401
-                                      register_op_set, registered_ops)
+from keras_darts.ops.registry import (DEFAULT_FAMILY, family, make_op,  # noqa: F401
+                                      op_families, op_set, op_set_family, op_sets,
+                                      register_family, register_op, register_op_set,
+                                      registered_ops)
 
 # Op families register their ops and op sets on import (new families: below).
 from keras_darts.ops.darts_ops import (DARTS_PRIMITIVES, Conv7x1_1x7, DilConv,  # noqa: F401,I001
                                        FactorizedReduce, Identity, Pool, ReLUConvBN, SepConv, Zero)
+from keras_darts.ops.sharp_ops import SharpSepConv  # noqa: F401,E402,I001

@@ -14,7 +14,9 @@ import tensorflow as tf
 from keras_darts.ops import layers
 from keras_darts.ops.layers import (BatchNorm, CandidateOp, Conv, ReLU, Sequential, TorchUniform,
                                     pad_spatial, weighted)
-from keras_darts.ops.registry import register_op, register_op_set
+from keras_darts.ops.registry import register_family, register_op, register_op_set
+
+register_family("darts")
 
 
 class Zero(CandidateOp):
@@ -38,16 +40,19 @@ class Identity(CandidateOp):
 
 
 class Pool(CandidateOp):
-    """3x3 max or average pool, pad 1; average excludes padding (count_include_pad=False).
+    """3x3 max or average pool, pad 1; DARTS's average excludes padding
+    (count_include_pad=False), `count_padding=True` includes it (sharpDARTS).
 
     Inside the supernet (`bn_after=True`) a BatchNorm(affine=False) follows.
     """
 
     fuses_weight = True
 
-    def __init__(self, channels, stride, affine=False, kind="max", bn_after=False, **kwargs):
+    def __init__(self, channels, stride, affine=False, kind="max", bn_after=False,
+                 count_padding=False, **kwargs):
         super().__init__(channels, stride, affine, **kwargs)
         self.kind = kind
+        self.count_padding = count_padding
         # oneDNN's max-pool gradient needs the forward's workspace in the same
         # graph; in a separately compiled backward function TF falls back to a
         # kernel ~20x slower (3 s of a 5.4 s search step); the fully mixed
@@ -62,6 +67,8 @@ class Pool(CandidateOp):
             y = layers.max_pool_recomputing(self._max_pool, x)
         elif self.kind == "max":
             y = self._max_pool(x)
+        elif self.count_padding:  # Zero pad, then every window divides by 9.
+            y = tf.nn.avg_pool2d(pad_spatial(x, 1), 3, s, "VALID")
         elif s == 1:
             # TF's SAME padding at stride 1 is PyTorch's pad 1 on each side, and
             # TF pools ignore padded pixels, as count_include_pad=False does.
@@ -183,9 +190,9 @@ class Conv7x1_1x7(CandidateOp):
     fuses_weight = True
     starts_with_relu = True
 
-    def __init__(self, channels, stride, affine=False, **kwargs):
+    def __init__(self, channels, stride, affine=False, bn_epsilon=layers.BN_EPSILON, **kwargs):
         super().__init__(channels, stride, affine, **kwargs)
-        self.bn = BatchNorm(channels, affine)
+        self.bn = BatchNorm(channels, affine, epsilon=bn_epsilon)
         c = channels
         self.kernel_a = self.add_weight(shape=(1, 7, c, c), initializer=TorchUniform(7 * c),
                                         name="kernel_1x7")
@@ -199,7 +206,8 @@ class Conv7x1_1x7(CandidateOp):
         return self.bn(y, training=training, weight=weight)
 
 
-def _skip(channels, stride, affine):
+def skip_op(channels, stride, affine):
+    """`skip_connect`: identity, or FactorizedReduce at stride 2."""
     if stride == 1:
         return Identity(channels, stride, affine)
     return FactorizedReduce(channels, stride, affine)
@@ -210,7 +218,7 @@ _FACTORIES = {
     # Pools are followed by BN(affine=False) in the supernet (affine=False) only.
     "max_pool_3x3": lambda c, s, a: Pool(c, s, a, kind="max", bn_after=not a),
     "avg_pool_3x3": lambda c, s, a: Pool(c, s, a, kind="avg", bn_after=not a),
-    "skip_connect": _skip,
+    "skip_connect": skip_op,
     "sep_conv_3x3": lambda c, s, a: SepConv(c, s, a, kernel_size=3),
     "sep_conv_5x5": lambda c, s, a: SepConv(c, s, a, kernel_size=5),
     "sep_conv_7x7": lambda c, s, a: SepConv(c, s, a, kernel_size=7),

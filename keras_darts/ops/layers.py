@@ -140,17 +140,18 @@ def weighted(y, weight):
 # ---------------------------------------------------------------------------
 
 class BatchNorm(BuiltLayer):
-    """BatchNorm with PyTorch semantics (eps 1e-5, momentum 0.1, unbiased running var).
+    """BatchNorm with PyTorch semantics (eps 1e-5 unless given, momentum 0.1, unbiased running var).
 
     In training it normalises with batch statistics.  Under a multi-replica
     tf.distribute strategy the statistics are all-reduced across replicas, so a
     step on N replicas equals a step on one device with the same global batch.
     """
 
-    def __init__(self, channels, affine, **kwargs):
+    def __init__(self, channels, affine, epsilon=BN_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         self.affine = affine
+        self.epsilon = epsilon
         c = channels
         if affine:
             self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
@@ -179,7 +180,7 @@ class BatchNorm(BuiltLayer):
         if not training:
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 x, scale, offset, mean=self.moving_mean, variance=self.moving_var,
-                epsilon=BN_EPSILON, is_training=False)
+                epsilon=self.epsilon, is_training=False)
             return y
         replica_ctx = tf.distribute.get_replica_context()
         if replica_ctx is not None and replica_ctx.num_replicas_in_sync > 1:
@@ -188,7 +189,7 @@ class BatchNorm(BuiltLayer):
         # (variance Bessel-corrected, as PyTorch stores it).
         y, new_mean, new_var = tf.compat.v1.nn.fused_batch_norm(
             x, scale, offset, mean=self.moving_mean, variance=self.moving_var,
-            epsilon=BN_EPSILON, is_training=True, exponential_avg_factor=BN_MOMENTUM)
+            epsilon=self.epsilon, is_training=True, exponential_avg_factor=BN_MOMENTUM)
         self.moving_mean.assign(new_mean)
         self.moving_var.assign(new_var)
         return y
@@ -204,7 +205,7 @@ class BatchNorm(BuiltLayer):
         count = sums[2 * c]
         mean = sums[:c] / count
         var = tf.maximum(sums[c:2 * c] / count - tf.square(mean), 0.0)
-        y = tf.nn.batch_normalization(x, mean, var, offset, scale, BN_EPSILON)
+        y = tf.nn.batch_normalization(x, mean, var, offset, scale, self.epsilon)
         unbiased_var = var * count / tf.maximum(count - 1.0, 1.0)
         self.moving_mean.assign_sub(BN_MOMENTUM * (self.moving_mean - mean))
         self.moving_var.assign_sub(BN_MOMENTUM * (self.moving_var - unbiased_var))

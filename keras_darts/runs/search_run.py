@@ -27,7 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from keras_darts import data as data_lib
-from keras_darts import methods, selection
+from keras_darts import methods, schedules, selection
 from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError
 from keras_darts.infra import cluster as cluster_lib
@@ -84,8 +84,7 @@ class SearchRun(RunLoop):
     def prepare(self):
         """Validates everything that can be wrong BEFORE writing any output."""
         cfg = self.config
-        if cfg.w_lr_min > cfg.w_lr:
-            raise ConfigError(f"--w_lr_min ({cfg.w_lr_min}) must not exceed --w_lr ({cfg.w_lr})")
+        schedules.check_config(cfg, "w_lr")
         if cfg.channels % 2:
             raise ConfigError(f"--channels must be even (FactorizedReduce halves it), "
                               f"got {cfg.channels}")

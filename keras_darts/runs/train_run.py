@@ -21,6 +21,8 @@ import tensorflow as tf
 from absl import logging
 
 from keras_darts import data as data_lib
+from keras_darts import ops
+from keras_darts import schedules
 from keras_darts.config import TrainConfig
 from keras_darts.errors import ConfigError, GenotypeError
 from keras_darts.evaluation import networks as eval_net
@@ -61,7 +63,8 @@ def build_network(config, info, genotype):
     """The run's network for data `info`."""
     return eval_net.build_network(
         genotype, kind=config.network, num_classes=info.num_classes, channels=config.channels,
-        num_layers=config.layers, input_shape=info.image_shape, auxiliary=config.auxiliary)
+        num_layers=config.layers, input_shape=info.image_shape, auxiliary=config.auxiliary,
+        op_options=config.op_options())
 
 
 def _reductions(config):
@@ -83,9 +86,12 @@ class TrainRun(RunLoop):
     def prepare(self):
         """Validates everything that can be wrong BEFORE writing any output."""
         cfg = self.config
-        if cfg.lr_schedule == "cosine" and cfg.lr_min > cfg.lr:
-            raise ConfigError(f"--lr_min ({cfg.lr_min}) must not exceed --lr ({cfg.lr})")
+        schedules.check_config(cfg, "lr")
         self.genotype = genotype_lib.load_genotype(cfg.genotype)
+        try:  # E.g. --mid_channels with a genotype of DARTS's ops, which have no middle width.
+            ops.family(self.genotype.op_family).resolve_options(cfg.op_options())
+        except ValueError as e:
+            raise ConfigError(f"--genotype={cfg.genotype}: {e}") from None
         check_output_dir(self.files.root, self.files.checkpoints, self.files.results,
                          self.resume, "a training run")
         if self.resume:
@@ -173,7 +179,8 @@ class TrainRun(RunLoop):
     def _run_epoch(self, epoch, train_iter, writer):
         cfg = self.config
         start = time.time()
-        lr = epoch_lr(cfg.lr_schedule, epoch, cfg.epochs, cfg.lr, cfg.lr_min, cfg.lr_decay)
+        lr = epoch_lr(cfg.lr_schedule, epoch, cfg.epochs, cfg.lr, cfg.lr_min, cfg.lr_decay,
+                      **schedules.config_options(cfg, "lr"))
         self.training.set_lr(lr)
         drop_prob = eval_net.drop_path_prob_for_epoch(epoch, cfg.epochs, cfg.drop_path_prob)
         self.model.set_drop_path_prob(drop_prob)

@@ -101,13 +101,13 @@ class Projection:
     `history` holds the decision records (JSON-safe), the per-edge scores.
     """
 
-    def __init__(self, primitives, num_nodes):
+    def __init__(self, primitives, num_nodes, op_family="darts"):
         if not _is_int(num_nodes) or num_nodes < 1:
             raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
         self.primitives = tuple(primitives)
         self.num_nodes = int(num_nodes)
         # The DARTS cell over these ops: its wiring and derivation rule.
-        self.space = SearchSpace("darts", self.primitives, self.num_nodes)
+        self.space = SearchSpace("darts", self.primitives, self.num_nodes, op_family=op_family)
         self.edges = list(self.space.edges)
         self.node_rows = self.space.multi_input_nodes()
         self.candidate_ops = self.space.candidate_ops()
@@ -178,7 +178,7 @@ class Projection:
 
     # -- checkpointing ------------------------------------------------------
     def to_json_dict(self):
-        return {
+        data = {
             "primitives": list(self.primitives),
             "num_nodes": self.num_nodes,
             "chosen_ops": {c: {str(e): k for e, k in sorted(d.items())}
@@ -187,12 +187,16 @@ class Projection:
                               for c, d in self.removed_edges.items()},
             "history": self.history,
         }
+        if self.space.op_family != "darts":  # States of DARTS-family runs keep their bytes.
+            data["op_family"] = self.space.op_family
+        return data
 
     @classmethod
     def from_json_dict(cls, data):
         """Rebuilds a projection, re-validating every decision (ValueError if bad)."""
         try:
-            projection = cls(data["primitives"], data["num_nodes"])
+            projection = cls(data["primitives"], data["num_nodes"],
+                             data.get("op_family", "darts"))
             for cell in CELL_TYPES:
                 for e, k in data["chosen_ops"][cell].items():
                     projection.decide_op(cell, int(e), k)
@@ -392,7 +396,7 @@ def perturbation(run, settings, writer):
     elif done > 0:
         raise ConfigError(f"{saved_state} is missing: cannot resume perturbation selection")
     else:
-        projection = Projection(model.primitives, model.num_nodes)
+        projection = Projection(model.primitives, model.num_nodes, model.space.op_family)
     if (projection.primitives, projection.num_nodes) != (tuple(model.primitives), model.num_nodes):
         raise ConfigError(f"the saved projection is for ops {list(projection.primitives)} and "
                           f"{projection.num_nodes} nodes, the supernet has "

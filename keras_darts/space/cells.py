@@ -23,12 +23,14 @@ class MixedOp(ops.BuiltLayer):
     with a ReLU read the shared, already rectified input `relu_x`.
     """
 
-    def __init__(self, channels, stride, primitives, recompute=False, **kwargs):
+    def __init__(self, channels, stride, primitives, recompute=False,
+                 op_family=ops.DEFAULT_FAMILY, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         self.stride = stride
         self.primitives = tuple(primitives)
-        self.candidates = [ops.make_op(name, channels, stride, affine=False)
+        self.op_family = op_family
+        self.candidates = [ops.make_op(name, channels, stride, affine=False, family=op_family)
                            for name in self.primitives]
         # Gradient checkpointing: backprop re-runs this edge instead of keeping
         # its intermediates (only inside shared traces, see `call`).
@@ -57,7 +59,7 @@ class MixedOp(ops.BuiltLayer):
         so a traced step serves every clamping and sampled edge."""
         if not tracing.can_share():
             return self.switch(mode, x, relu_x, weights, training)
-        key = (type(self), "switch", self.channels, self.stride, self.primitives,
+        key = (type(self), "switch", self.channels, self.stride, self.op_family, self.primitives,
                tuple((tuple(v.shape), v.dtype) for v in self.variables))
         return tracing.call_shared(self, key, MixedOp.switch, mode, x, relu_x, weights,
                                    training, constant_variables=not weight_grads,
@@ -111,7 +113,7 @@ class MixedOp(ops.BuiltLayer):
         if any(not self.candidates[k].is_zero for k in shared):
             # Variable shapes too: state sized by the input (MSR-DARTS's spectral
             # norm vectors) must not differ between the edges of one function.
-            key = (type(self), self.channels, self.stride, self.primitives,
+            key = (type(self), self.channels, self.stride, self.op_family, self.primitives,
                    tuple((tuple(v.shape), v.dtype) for v in self.variables))
             terms.append(tracing.call_shared(
                 self, key, MixedOp.mix, x, relu_x, weights, training, inline,
@@ -139,7 +141,8 @@ class SearchCell(ops.BuiltLayer):
     """
 
     def __init__(self, num_nodes, prev_prev_channels, prev_channels, channels, reduction,
-                 reduction_prev, primitives, recompute=False, edges=None, **kwargs):
+                 reduction_prev, primitives, recompute=False, edges=None,
+                 op_family=ops.DEFAULT_FAMILY, **kwargs):
         super().__init__(**kwargs)
         self.num_nodes = num_nodes
         self.channels = channels
@@ -153,7 +156,7 @@ class SearchCell(ops.BuiltLayer):
         self.preprocess1 = ops.ReLUConvBN(channels, in_channels=prev_channels)
         self.edge_inputs = list(dense_edges(num_nodes) if edges is None else edges)
         self.edges = [MixedOp(channels, 2 if reduction and j < 2 else 1, self.primitives,
-                              recompute=recompute)
+                              recompute=recompute, op_family=op_family)
                       for _, j in self.edge_inputs]
 
     @property

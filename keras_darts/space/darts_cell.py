@@ -8,9 +8,15 @@ from keras_darts.space.search_space import SearchSpace, register
 
 
 @register("darts")
-def darts_cell(primitives="darts", num_nodes=4):
-    """The DARTS cell over the op set `primitives` (a registered op-set name or
-    a sequence of op names)."""
+def darts_cell(primitives="darts", num_nodes=4, op_family=None):
+    """The DARTS cell over the op set `primitives`: a registered op-set name
+    (which also names its op family) or a sequence of op names of `op_family`
+    (default: the DARTS family)."""
     if isinstance(primitives, str):
+        if op_family not in (None, ops.op_set_family(primitives)):
+            raise ValueError(f"op set '{primitives}' belongs to op family "
+                             f"'{ops.op_set_family(primitives)}', not '{op_family}'")
+        op_family = ops.op_set_family(primitives)
         primitives = ops.op_set(primitives)
-    return SearchSpace("darts", tuple(primitives), num_nodes=num_nodes)
+    return SearchSpace("darts", tuple(primitives), num_nodes=num_nodes,
+                       op_family=op_family or ops.DEFAULT_FAMILY)

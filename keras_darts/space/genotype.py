@@ -6,6 +6,10 @@ intermediate node i.  On disk it is JSON of exactly this shape::
 
     {"normal": [["sep_conv_3x3", 0], ...], "normal_concat": [2, 3, 4, 5],
      "reduce": [["max_pool_3x3", 0], ...], "reduce_concat": [2, 3, 4, 5]}
+
+plus, for ops of another op family than DARTS's (keras_darts/ops/registry.py),
+`"op_family": "sharp"`: the same op names are other layers there (sharpDARTS's
+`sep_conv_3x3` is a SharpSepConv).  Files without the key are DARTS genotypes.
 """
 
 import dataclasses
@@ -17,16 +21,20 @@ from keras_darts.infra.fileio import atomic_write_text
 
 EDGES_PER_NODE = 2
 _KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
+_FAMILY_KEY = "op_family"
+DEFAULT_FAMILY = "darts"  # = keras_darts.ops.DEFAULT_FAMILY (not imported: no TensorFlow here).
 
 
 @dataclasses.dataclass(frozen=True)
 class Genotype:
-    """A normal and a reduction cell, each as (op_name, input_index) pairs."""
+    """A normal and a reduction cell, each as (op_name, input_index) pairs, of
+    ops of the op family `op_family`."""
 
     normal: tuple
     normal_concat: tuple
     reduce: tuple
     reduce_concat: tuple
+    op_family: str = DEFAULT_FAMILY
 
     def __post_init__(self):
         # Normalise lists from JSON into hashable tuples.
@@ -49,12 +57,15 @@ class Genotype:
         return self.normal, self.normal_concat
 
     def to_json_dict(self):
-        return {
+        data = {
             "normal": [[op, int(i)] for op, i in self.normal],
             "normal_concat": [int(i) for i in self.normal_concat],
             "reduce": [[op, int(i)] for op, i in self.reduce],
             "reduce_concat": [int(i) for i in self.reduce_concat],
         }
+        if self.op_family != DEFAULT_FAMILY:  # DARTS files keep their exact bytes.
+            data[_FAMILY_KEY] = self.op_family
+        return data
 
     def to_text(self):
         """One line, e.g. "normal [sep_conv_3x3:0 skip_connect:1 ...] reduce [...]";
@@ -65,6 +76,8 @@ class Genotype:
             parts.append(f"{name} [{' '.join(f'{op}:{i}' for op, i in pairs)}]")
             if tuple(concat) != tuple(range(2, 2 + self.num_nodes)):
                 parts.append(f"{name}_concat {list(concat)}")
+        if self.op_family != DEFAULT_FAMILY:
+            parts.append(f"ops {self.op_family}")
         return " ".join(parts)
 
     def to_json(self):
@@ -73,10 +86,13 @@ class Genotype:
         return "{\n" + ",\n".join(f' "{k}": {json.dumps(v)}' for k, v in items) + "\n}\n"
 
 
-def _known_ops():
+def _known_ops(op_family, where):
     from keras_darts import ops  # Imported late: ops pulls in TensorFlow.
 
-    return set(ops.registered_ops())
+    if op_family not in ops.op_families():
+        raise GenotypeError(f"{where}: unknown op family {op_family!r}; known: "
+                            f"{list(ops.op_families())}")
+    return set(ops.registered_ops(op_family))
 
 
 def from_json_dict(data, known_ops=None, where="genotype"):
@@ -89,10 +105,14 @@ def from_json_dict(data, known_ops=None, where="genotype"):
     missing = [k for k in _KEYS if k not in data]
     if missing:
         raise GenotypeError(f"{where}: missing key(s) {missing}; need {list(_KEYS)}")
-    extra = sorted(set(data) - set(_KEYS))
+    extra = sorted(set(data) - set(_KEYS) - {_FAMILY_KEY})
     if extra:
-        raise GenotypeError(f"{where}: unknown key(s) {extra}; allowed {list(_KEYS)}")
-    known_ops = _known_ops() if known_ops is None else set(known_ops)
+        raise GenotypeError(f"{where}: unknown key(s) {extra}; allowed "
+                            f"{list(_KEYS) + [_FAMILY_KEY]}")
+    op_family = data.get(_FAMILY_KEY, DEFAULT_FAMILY)
+    if not isinstance(op_family, str):
+        raise GenotypeError(f"{where}: '{_FAMILY_KEY}' must be a string, got {op_family!r}")
+    known_ops = _known_ops(op_family, where) if known_ops is None else set(known_ops)
     lengths = set()
     for cell in ("normal", "reduce"):
         pairs = data[cell]
@@ -127,7 +147,7 @@ def from_json_dict(data, known_ops=None, where="genotype"):
                 f"0..{num_states - 1}, got {concat!r}")
     if len(lengths) != 1:
         raise GenotypeError(f"{where}: 'normal' and 'reduce' have different numbers of nodes")
-    return Genotype(**{k: data[k] for k in _KEYS})
+    return Genotype(**{k: data[k] for k in _KEYS}, op_family=op_family)
 
 
 def load(path, known_ops=None):

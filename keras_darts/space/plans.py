@@ -202,6 +202,9 @@ def check_genotype(network, genotype):
     if genotype.num_nodes != space.num_nodes:
         raise GenotypeError(f"genotype has {genotype.num_nodes} nodes, supernet has "
                             f"{space.num_nodes}")
+    if genotype.op_family != space.op_family:
+        raise GenotypeError(f"genotype of op family '{genotype.op_family}', supernet of "
+                            f"'{space.op_family}'")
     # Same checks as a genotype file (input indices, op names), against our ops.
     genotype_lib.from_json_dict(genotype.to_json_dict(), known_ops=space.primitives,
                                 where="genotype for this supernet")

@@ -18,6 +18,9 @@ from keras_darts.space.genotype import Genotype
 _ABBREVIATIONS = {
     "s3": "sep_conv_3x3", "s5": "sep_conv_5x5", "d3": "dil_conv_3x3", "d5": "dil_conv_5x5",
     "mp": "max_pool_3x3", "ap": "avg_pool_3x3", "sk": "skip_connect",
+    # sharpDARTS's further ops (op family "sharp").
+    "s7": "sep_conv_7x7", "f3": "flood_conv_3x3", "f5": "flood_conv_5x5",
+    "df3": "dil_flood_conv_3x3", "c3": "choke_conv_3x3", "dc3": "dil_choke_conv_3x3",
 }
 _CONCAT = (2, 3, 4, 5)  # Every genotype below concatenates all four nodes.
 
@@ -28,6 +31,9 @@ PAPER_SETTINGS = {
     "cifar100": {"kind": "cifar", "channels": 36, "num_layers": 20, "num_classes": 100},
     "cifar10_8cells": {"kind": "cifar", "channels": 36, "num_layers": 8, "num_classes": 10},
     "imagenet": {"kind": "imagenet", "channels": 48, "num_layers": 14, "num_classes": 1000},
+    # sharpDARTS's ImageNet run of its choke cell with a middle width of 96.
+    "imagenet_mid96": {"kind": "imagenet", "channels": 48, "num_layers": 14,
+                       "num_classes": 1000, "op_options": {"mid_channels": 96}},
 }
 
 
@@ -44,16 +50,18 @@ class PublishedGenotype:
     note: str = ""
 
 
-def _genotype(normal, reduce):
+def _genotype(normal, reduce, op_family="darts"):
     def pairs(text):
         return tuple((_ABBREVIATIONS[op], int(i))
                      for op, i in (item.split(":") for item in text.split()))
     return Genotype(normal=pairs(normal), normal_concat=_CONCAT,
-                    reduce=pairs(reduce), reduce_concat=_CONCAT)
+                    reduce=pairs(reduce), reduce_concat=_CONCAT, op_family=op_family)
 
 
 _DARTS_SOURCE = ("DARTS (Liu, Simonyan, Yang, ICLR 2019, arXiv 1806.09055); "
                  "quark0/darts cnn/genotypes.py")
+_SHARP_SOURCE = ("sharpDARTS (Hundt, Jain, Hager, arXiv 1903.09900); ahundt/sharpDARTS "
+                 "cnn/genotypes.py")
 _PT_SOURCE = "DARTS-PT (arXiv 2108.04392); ruocwang/darts-pt sota/cnn/genotypes.py"
 
 
@@ -116,6 +124,51 @@ _ENTRIES = [
         "CIFAR-10 2.54 % (v2 abstract)", "4.0M",
         {"cifar10": (4_007_710, 4_484_136), "cifar10_8cells": (1_628_830, None)},
         "v1's 1.7M model (2.92 %) is presumably this cell at 8 cells (specs: INFERRED)."),
+]
+
+
+def _sharp(name, normal, reduce, error, params_text, param_counts, note=""):
+    """A sharpDARTS genotype: ops of the "sharp" family (SharpSepConv; choke ops
+    with a middle width of 32 unless the setting says otherwise)."""
+    return PublishedGenotype(name, _genotype(normal, reduce, op_family="sharp"), _SHARP_SOURCE,
+                             error, params_text, param_counts, note)
+
+
+_ENTRIES += [
+    _sharp("SHARPSEPCONV_DARTS",
+           "s3:0 s3:1 s3:0 s3:2 sk:0 s3:1 sk:0 s3:1",
+           "mp:0 sk:1 sk:2 ap:0 sk:2 ap:0 sk:2 sk:3",
+           "CIFAR-10 1.98 +- 0.07 % (AutoAugment; 2.45 % without); ImageNet 25.1 % top-1, "
+           "7.8 % top-5", "3.6M (CIFAR-10), 4.9M (ImageNet)",
+           {"cifar10": (3_555_622, 4_032_048), "imagenet": (4_973_728, None)},
+           "Searched over --primitives=sharpsep_darts (the DARTS names as SharpSepConv)."),
+    _sharp("DARTS_V2_SHARPSEPCONV",
+           "s3:0 s3:1 s3:0 s3:1 s3:1 sk:0 sk:0 d3:2",
+           "mp:0 mp:1 sk:2 mp:1 mp:0 sk:2 sk:2 mp:1",
+           "CIFAR-10 2.05 +- 0.14 % (AutoAugment; 2.55 % without)", "3.5M",
+           {"cifar10": (3_529_270, None)},
+           "DARTS_V2's cell built with sharpDARTS's ops, no search of its own."),
+    _sharp("SHARP_DARTS",
+           "c3:0 c3:1 sk:0 c3:1 sk:0 sk:1 sk:0 sk:1",
+           "mp:0 sk:1 mp:0 sk:2 mp:0 sk:2 sk:2 f3:0",
+           "CIFAR-10 2.29 +- 0.06 % (AutoAugment; 2.97 % without); ImageNet 31.3 % top-1 "
+           "(mid width 32), 27.8 % (mid width 96)", "1.98M (CIFAR-10), 3.17M / 3.71M (ImageNet)",
+           {"cifar10": (1_974_934, None), "imagenet": (3_173_440, None),
+            "imagenet_mid96": (3_714_880, None)},
+           "Searched over --primitives=sharp; choke ops use --mid_channels (32)."),
+    _sharp("SHARPER_MAX_W",
+           "s3:0 d5:1 mp:0 s7:2 ap:3 f3:0 f3:1 sk:2",
+           "f5:0 df3:1 s3:0 sk:2 s3:0 sk:2 d5:4 s3:0",
+           "ImageNet 24.0 % top-1, 7.3 % top-5 (SharperDARTS-MaxW)", "8.3M (ImageNet)",
+           {"cifar10": (6_087_142, None), "imagenet": (8_267_296, None)},
+           "Searched over --primitives=sharper with --weighting=max_w; identified as the "
+           "ImageNet table's SharperDARTS-MaxW by its exact parameter count."),
+    _sharp("SHARPSEPCONV_DARTS_MAX_W",
+           "d3:0 d5:1 s3:2 d5:1 ap:2 s3:0 ap:4 mp:3",
+           "mp:0 sk:1 s5:0 sk:2 s5:0 d5:3 s5:4 sk:3",
+           "not reported", "-", {"cifar10": (3_546_550, None)},
+           "Searched over --primitives=sharpsep_darts with --weighting=max_w (the later of the "
+           "reference's two definitions)."),
 ]
 
 # name -> PublishedGenotype; "DARTS" is the reference code's alias of DARTS_V2.

@@ -41,6 +41,7 @@ class SearchSpace:
     Args:
       name: the registered name it was made by.
       primitives: candidate op names of every edge, in alpha column order.
+      op_family: the op family (keras_darts/ops/registry.py) the names refer to.
       num_nodes: intermediate nodes per cell.
       cell_types: the kinds of cells, each with its own architecture
         ("normal", "reduce": reduction cells halve the resolution).
@@ -55,6 +56,7 @@ class SearchSpace:
     name: str
     primitives: tuple
     num_nodes: int = 4
+    op_family: str = "darts"
     cell_types: tuple = ("normal", "reduce")
     num_cell_inputs: int = 2
     inputs_per_node: int = 2
@@ -149,7 +151,7 @@ class SearchSpace:
         for cell_type in self.cell_types:
             values[cell_type] = cells[cell_type]
             values[f"{cell_type}_concat"] = self.concat_of(cells[cell_type])
-        return Genotype(**values)
+        return Genotype(**values, op_family=self.op_family)
 
     def derive_genotype(self, scores_by_cell, candidates=None):
         """`genotype` of `derive_cell` applied to every cell type's scores."""

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from keras_darts import ops
 from keras_darts.ops.layers import Linear
-from keras_darts.space import darts_cell, mixing, plans
+from keras_darts.space import darts_cell, plans
+from keras_darts.space import mixing as mixing_lib
 from keras_darts.space.cells import SearchCell
 
 RECOMPUTE_POLICIES = ("all", "first_stage", "none")  # See SearchNetwork.recompute.
@@ -43,6 +44,9 @@ class SearchNetwork(keras.Model):
         activations) or "none".  Only affects memory and speed, not results.
       space: a `SearchSpace` (keras_darts/space/search_space.py); default: the
         DARTS cell over `primitives` with `num_nodes` nodes.
+      mixing: the mixing rule (keras_darts/space/mixing.py) that turns an edge's
+        alphas into its ops' coefficients: "softmax" (DARTS) or "max_w"
+        (sharpDARTS).  Every search step that mixes ops reads `mixing_rule`.
 
     Example:
       net = SearchNetwork(10)                              # the paper's default supernet
@@ -55,7 +59,7 @@ class SearchNetwork(keras.Model):
 
     def __init__(self, num_classes, channels=16, num_layers=8, num_nodes=4,
                  primitives="darts", input_shape=(32, 32, 3), stem_multiplier=3,
-                 recompute="all", space=None, **kwargs):
+                 recompute="all", space=None, mixing="softmax", **kwargs):
         super().__init__(**kwargs)
         if recompute not in RECOMPUTE_POLICIES:
             raise ValueError(f"recompute must be one of {RECOMPUTE_POLICIES}, got {recompute!r}")
@@ -70,6 +74,8 @@ class SearchNetwork(keras.Model):
         self.image_shape = tuple(input_shape)
         self.stem_multiplier = stem_multiplier
         self.recompute = recompute
+        self.mixing = mixing
+        self.mixing_rule = mixing_lib.get(mixing)
 
         stem_channels = stem_multiplier * channels
         self.stem_conv = ops.Conv(self.image_shape[-1], stem_channels, 3, padding=1)
@@ -86,7 +92,7 @@ class SearchNetwork(keras.Model):
                                                    and i <= reductions[0])
             cell = SearchCell(self.num_nodes, prev_prev, prev, current, reduction,
                               reduction_prev, self.primitives, recompute=checkpointed,
-                              edges=space.edges, name=f"cell_{i}")
+                              edges=space.edges, op_family=space.op_family, name=f"cell_{i}")
             self.search_cells.append(cell)
             reduction_prev = reduction
             prev_prev, prev = prev, cell.out_channels
@@ -158,11 +164,12 @@ class SearchNetwork(keras.Model):
 
     def default_mixing(self, alpha):
         """The coefficients an edge mixes its ops by when the plan gives none."""
-        return mixing.softmax(alpha)
+        return self.mixing_rule(alpha)
 
     def arch_probabilities(self):
-        """softmax(alpha) per cell type, as numpy arrays [num_edges, num_ops]."""
-        return {cell_type: mixing.softmax(alpha).numpy()
+        """softmax(alpha) per cell type, as numpy arrays [num_edges, num_ops]
+        (what the selection criteria read, whatever the mixing rule)."""
+        return {cell_type: mixing_lib.softmax(alpha).numpy()
                 for cell_type, alpha in self.alphas.items()}
 
     # -- forward -------------------------------------------------------------

@@ -130,4 +130,4 @@ def test_imagenet_recipe_on_digits_and_unknown_augmentation():
     images, _ = next(iter(loaded.train))
     assert images.shape == (8, 8, 8, 1) and math.isfinite(float(tf.reduce_sum(images)))
     with pytest.raises(DataError, match="--augmentation must be one of"):
-        data.load_train_data("digits", 8, augmentation="autoaugment")
+        data.load_train_data("digits", 8, augmentation="randaugment")

@@ -1,6 +1,7 @@
 """Training a genotype from scratch: the CLI end to end, resume, the recipe's pieces
 (lr schedules, cutout, whole train split), flagfiles, NaN handling and bad input."""
 
+import dataclasses
 import glob
 import json
 import math
@@ -170,6 +171,11 @@ def test_bad_genotype_file_is_a_clear_error(tmp_path, mutate, message):
 @pytest.mark.parametrize("changes, error, message", [
     ({"image_size": 0, "auxiliary": True}, ConfigError, "auxiliary head: cell 2 outputs 2x2"),
     ({"lr_min": 1.0}, ConfigError, "--lr_min (1.0) must not exceed --lr"),
+    ({"lr_schedule": "cosine_power", "lr_power": 0.5}, ConfigError,
+     "--lr_power must be >= 1 (1 = cosine), got 0.5"),
+    ({"lr_schedule": "cosine_power", "lr_warmup_epochs": 1}, ConfigError,
+     "--lr_warmup_epochs must be >= 0 and below --epochs (1), got 1"),
+    ({"lr_power": 3.0}, ConfigError, "--lr_power is an option of --lr_schedule=cosine_power"),
     ({"batch_size": 5000}, DataError, "batch size is 5000"),
     ({"network": "imagenet"}, DataError, "image size 16 is too small"),
 ])
@@ -178,6 +184,19 @@ def test_bad_settings_fail_before_writing(tmp_path, changes, error, message):
     with pytest.raises(error) as err:
         run_train(TrainConfig(output_dir=str(out), epochs=1, **{**TINY_CONFIG, **changes}))
     assert message in str(err.value)
+    assert not out.exists()
+
+
+def test_cosine_power_flags_reach_the_config_and_are_refused_under_cosine(tmp_path):
+    out = tmp_path / "run"
+    fv = flags.FlagValues()
+    cli_flags.define_train_flags(fv)
+    fv(["train", "--genotype=DARTS_V2", "--lr_schedule=cosine", "--lr_power=3", "--epochs=1",
+        f"--output_dir={out}"])
+    config = cli_flags.to_train_config(fv)
+    assert (config.lr_schedule, config.lr_power, config.lr_warmup_epochs) == ("cosine", 3.0, 0)
+    with pytest.raises(ConfigError, match="--lr_schedule=cosine would ignore it"):
+        run_train(dataclasses.replace(config, **TINY_CONFIG))
     assert not out.exists()
 
 
@@ -217,6 +236,9 @@ def test_lr_schedules_step_at_the_start_of_each_epoch():
     assert epoch_lr("exponential", 9, 250, 0.1, decay=0.97) == pytest.approx(0.1 * 0.97**10)
     with pytest.raises(ConfigError, match="unknown lr schedule 'step'"):
         epoch_lr("step", 0, 10, 0.1)
+    # docs/schedules.md#cosine-power-annealing: the CIFAR recipe of sharpDARTS.
+    assert epoch_lr("cosine_power", 999, 2000, 0.025, 1e-8, power=2, warmup_epochs=5) == \
+        pytest.approx(0.0104036, abs=1e-6)
 
 
 def test_cutout_zeroes_one_clipped_square_on_every_channel():

@@ -12,6 +12,7 @@ from keras_darts.selection.perturbation import (Projection, PTSettings, decision
                                                 genotype_from_projection, multi_input_nodes,
                                                 project_edge, project_op, run_schedule)
 from keras_darts.space import plans
+from keras_darts.space.search_space import SearchSpace
 
 # DARTS-PT's s5 space: the DARTS ops without `none` (docs/methods/blank.md).
 S5 = DARTS_PRIMITIVES[1:]
@@ -410,6 +411,7 @@ class _Run:
                                    selection_settings={"proj_intv": 1})
         self.model, self.search = self, _Step()
         self.primitives, self.num_nodes = S5, 1
+        self.space = SearchSpace("darts", S5, 1)
         self.epoch = tf.Variable(epoch, dtype=tf.int64)
         self._at_start, self.out, self.calls = at_start, out, []
         self.data = self
