@@ -2,6 +2,8 @@
 
   python tools/benchmark.py [--batch 64] [--channels 16] [--layers 8] [--steps 5]
                             [--method NAME] [--relaxation full|single_edge]
+                            [--primitives darts|sharpsep_darts|sharp|sharper|...]
+                            [--weighting softmax|max_w]
 
 Builds the supernet and the step with the same method plug-in
 (keras_darts/methods/) as `python -m keras_darts.search`, runs the same
@@ -29,12 +31,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.python.framework import ops as tf_ops  # noqa: E402  (FLOP statistics)
 
-from keras_darts import methods  # noqa: E402
+from keras_darts import methods, ops  # noqa: E402
 from keras_darts import settings as settings_lib  # noqa: E402
 from keras_darts.config import SearchConfig  # noqa: E402
 from keras_darts.errors import ConfigError  # noqa: E402
 from keras_darts.infra import runtime  # noqa: E402
 from keras_darts.methods.bilevel import ORDERS  # noqa: E402
+from keras_darts.space import mixing  # noqa: E402
 from keras_darts.space.supernet import RECOMPUTE_POLICIES  # noqa: E402
 
 
@@ -108,6 +111,10 @@ def parse_args(argv=None):
                         help="a setting of --method=darts")
     parser.add_argument("--relaxation", choices=methods.relaxations(), default="full",
                         help="as the search's flag: a relaxation may stand for a method")
+    parser.add_argument("--primitives", choices=ops.op_sets(), default=None,
+                        help="op set of the supernet (default: the method's, else darts)")
+    parser.add_argument("--weighting", choices=mixing.names(), default=None,
+                        help="mixing rule of the edges (default: the method's, else softmax)")
     parser.add_argument("--recompute", choices=RECOMPUTE_POLICIES, default="all")
     parser.add_argument("--graph_optimizer", choices=runtime.GRAPH_OPTIMIZER_MODES,
                         default="auto")
@@ -122,10 +129,13 @@ def build(args):
              if hasattr(args, f.name)}
     if args.order != "first" and "order" not in given:
         raise ConfigError(f"--order does not apply to --method={method}")
+    # The method's implied settings, then what was asked for (its check refuses a clash).
+    space = dict(methods.get(method).implied)
+    space.update({name: getattr(args, name) for name in ("primitives", "weighting")
+                  if getattr(args, name) is not None})
     config = SearchConfig(output_dir="", channels=args.channels, layers=args.layers,
                           nodes=args.nodes, batch_size=args.batch, recompute=args.recompute,
-                          seed=0, method=method, method_settings=given,
-                          **methods.get(method).implied)
+                          seed=0, method=method, method_settings=given, **space)
     plugin = methods.get(method)(config)
     plugin.check("default")
     strategy = tf.distribute.get_strategy()
@@ -167,6 +177,7 @@ def main(argv=None):
         "impl": "keras_darts", "tf": tf.__version__, "keras": keras.__version__,
         "batch": args.batch, "channels": args.channels, "layers": args.layers,
         "method": plugin.name, "order": args.order, "relaxation": args.relaxation,
+        "primitives": plugin.config.primitives, "weighting": plugin.config.weighting,
         "recompute": args.recompute,
         "trace_s": round(trace_s, 2),
         "step_s_median": round(median, 3) if times else None,

@@ -2,10 +2,10 @@
 
 | module | what |
 |---|---|
-| `registry.py` | `register_family`, `register_op`, `register_op_set`, `make_op`, `op_set`: op families, ops and op sets by name |
+| `registry.py` | op families, ops and op sets by name (`register_family`, `make_op`, ...) |
 | `layers.py` | BatchNorm, Conv, Linear, initialisers, `BuiltLayer`, `CandidateOp` |
 | `darts_ops.py` | the DARTS op family and the op sets `darts`, `darts_pt`, `msr` |
-| `sharp_ops.py` | sharpDARTS's op family `sharp` (SharpSepConv) and the op sets `sharpsep_darts`, `sharp`, `sharper` |
+| `sharp_ops.py` | sharpDARTS's op family `sharp` and its op sets |
 | `spectral_norm.py` | MSR-DARTS's spectral normalisation of a conv kernel |
 
 A new op family is a new module here that registers its ops and op sets on

@@ -298,3 +298,37 @@ def test_bad_sizes_are_config_errors():
         NetworkCIFAR("DARTS_V2", channels=5, num_layers=3)
     with pytest.raises(ConfigError, match="unknown network kind"):
         eval_net.build_network("DARTS_V2", kind="mnist")
+
+
+# ---------------------------------------------------------------------------
+# Genotypes of another op family (sharpDARTS)
+# ---------------------------------------------------------------------------
+
+def test_a_sharp_genotype_builds_its_familys_ops():
+    from keras_darts import ops
+
+    genotype = published.REGISTRY["SHARP_DARTS"].genotype
+    net = NetworkCIFAR(genotype, input_shape=(8, 8, 1), auxiliary=False, **TINY)
+    cell = net.eval_cells[0]
+    chokes = [op for (name, _), op in zip(cell.pairs, cell.cell_ops) if name == "choke_conv_3x3"]
+    assert chokes and all(isinstance(op, ops.SharpSepConv) and op.mid_channels == 32
+                          for op in chokes)
+    wider = NetworkCIFAR(genotype, input_shape=(8, 8, 1), auxiliary=False,
+                         op_options={"mid_channels": 8}, **TINY)
+    assert {op.mid_channels for (name, _), op in zip(wider.eval_cells[0].pairs,
+                                                     wider.eval_cells[0].cell_ops)
+            if name == "choke_conv_3x3"} == {8}
+    assert wider.count_weight_params() < net.count_weight_params()
+    assert net(tf.zeros((2, 8, 8, 1))).shape == (2, TINY["num_classes"])
+    # The op family and options survive a Keras config round trip (export, reuse).
+    config = wider.get_config()
+    assert config["genotype"]["op_family"] == "sharp"
+    assert config["op_options"] == {"mid_channels": 8}
+    again = NetworkCIFAR.from_config(config)
+    assert again.count_weight_params() == wider.count_weight_params()
+
+
+def test_op_options_the_family_does_not_take_are_refused():
+    with pytest.raises(ConfigError, match="op family 'darts' takes no option"):
+        NetworkCIFAR("DARTS_V2", input_shape=(8, 8, 1), op_options={"mid_channels": 8},
+                     **TINY)

@@ -5,7 +5,8 @@ same global batches with a tiny supernet twice: once under the default
 strategy (one device) and once under MirroredStrategy on /cpu:0 + /cpu:1.
 Alphas, weights, BN moving statistics, optimizer slots, the returned metrics
 and an evaluation must agree.  Argument: the architecture gradient order
-(`first` by default, or `second`), or `train`: the same comparison for the
+(`first` by default, or `second`), `sharp` (first order over sharpDARTS's op
+family with Max-W mixing), or `train`: the same comparison for the
 training step of a genotype's network (`train_step.NetworkTraining`, auxiliary
 head and synchronised BatchNorm included).  Prints one line
 `DISTRIBUTED_CHECK {json}` and exits 0 on success; an assertion error (exit
@@ -31,6 +32,7 @@ from keras_darts.evaluation.networks import NetworkCIFAR  # noqa: E402
 from keras_darts.evaluation.train_step import NetworkTraining, TrainHParams  # noqa: E402
 from keras_darts.infra import runtime  # noqa: E402
 from keras_darts.methods.bilevel import BilevelSearch, SearchHParams  # noqa: E402
+from keras_darts.space.darts_cell import darts_cell  # noqa: E402
 from keras_darts.space.supernet import SearchNetwork  # noqa: E402
 
 GLOBAL_BATCH = 8
@@ -40,15 +42,23 @@ GLOBAL_BATCH = 8
 # (each synchronised BatchNorm call adds a cross-replica all-reduce).
 PRIMITIVES = ("none", "max_pool_3x3", "skip_connect", "dil_conv_3x3")
 STEPS = 2
-ORDER = sys.argv[1] if len(sys.argv) > 1 else "first"
+MODE = sys.argv[1] if len(sys.argv) > 1 else "first"
+ORDER = "first" if MODE == "sharp" else MODE
+# sharp: the same op names built by the sharp family (SharpSepConv, a choke op).
+SHARP_PRIMITIVES = ("none", "max_pool_3x3", "skip_connect", "dil_choke_conv_3x3")
 RTOL, ATOL = 1e-4, 1e-5
 
 
 def make(strategy, hparams):
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        net = SearchNetwork(3, channels=4, num_layers=3, num_nodes=2, primitives=PRIMITIVES,
-                            input_shape=(8, 8, 3))
+        if MODE == "sharp":
+            space = darts_cell(SHARP_PRIMITIVES, 2, op_family="sharp")
+            net = SearchNetwork(3, channels=4, num_layers=3, space=space, mixing="max_w",
+                                input_shape=(8, 8, 3))
+        else:
+            net = SearchNetwork(3, channels=4, num_layers=3, num_nodes=2,
+                                primitives=PRIMITIVES, input_shape=(8, 8, 3))
     search = BilevelSearch(net, strategy, GLOBAL_BATCH, hparams, order=ORDER)
     return net, search
 
@@ -144,7 +154,8 @@ def main():
     print("DISTRIBUTED_CHECK " + json.dumps({
         "max_abs_diff": diffs, "replica_copies_identical": bool(copies_identical),
         "grad_norms": grad_norms, "num_replicas": mirrored_strategy.num_replicas_in_sync,
-        "order": ORDER}))
+        "order": ORDER, "mode": MODE, "op_family": single_net.space.op_family,
+        "mixing": single_net.mixing}))
     sys.stdout.flush()
 
 

@@ -28,7 +28,7 @@ def _check(mode):
     return proc, (json.loads(lines[-1].split(" ", 1)[1]) if lines else None)
 
 
-@pytest.fixture(scope="module", params=["first", "second"])
+@pytest.fixture(scope="module", params=["first", "second", "sharp"])
 def check_result(request):
     return _check(request.param)
 
@@ -38,6 +38,8 @@ def test_mirrored_step_equals_single_device(check_result):
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
     assert result is not None, proc.stdout[-3000:]
     assert result["num_replicas"] == 2 and result["order"] in ("first", "second")
+    if result["mode"] == "sharp":  # sharpDARTS's op family and Max-W mixing.
+        assert (result["op_family"], result["mixing"]) == ("sharp", "max_w")
     diffs = result["max_abs_diff"]
     for key in ("alphas", "weights", "bn_moving_stats", "slots:weight_sgd", "slots:arch_adam",
                 "metric:loss/train", "metric:loss/val", "metric:grad_norm", "eval:loss_sum"):

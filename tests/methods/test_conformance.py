@@ -32,6 +32,11 @@ TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_
         "--recompute=none"]
 FINAL = ("alphas/epoch_003.json", "genotype.json")
 METHODS = methods.names()
+# Every method with its defaults, plus the plug-ins of another paper on top of
+# one (sharpDARTS's op family, mixing rule and schedule on DARTS).
+RUNS = [(method, ()) for method in METHODS] + [
+    ("darts", ("--primitives=sharp", "--weighting=max_w", "--w_lr_schedule=cosine_power",
+               "--w_lr_warmup_epochs=1", "--w_lr_min=1e-4"))]
 cli_flags.define_search_flags()
 
 
@@ -69,24 +74,26 @@ def _files(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-def test_tiny_search_finishes_and_resumes_bit_identically(tmp_path, method):
+@pytest.mark.parametrize("method, extra", RUNS,
+                         ids=[m if not extra else f"{m}-sharp" for m, extra in RUNS])
+def test_tiny_search_finishes_and_resumes_bit_identically(tmp_path, method, extra):
     # The runs go side by side (the resume starts as soon as the interrupted run
     # stopped): CPU results do not depend on the load (one thread per op).
-    reference = _start(tmp_path / "reference", method)
-    interrupted = _start(tmp_path / "term", method)
+    reference = _start(tmp_path / "reference", method, *extra)
+    interrupted = _start(tmp_path / "term", method, *extra)
     code, log = _terminate_after(interrupted, "epoch 2/3 step 1/3")
     assert code == 128 + signal.SIGTERM and "checkpoint saved" in log, log[-3000:]
     step = int(tf.train.load_checkpoint(str(tmp_path / "term" / "checkpoints")).get_tensor(
         "step/.ATTRIBUTES/VARIABLE_VALUE"))
     assert step % 3 != 0, step  # Saved at the next step boundary, inside epoch 2.
-    resumed = _start(tmp_path / "term", method, "--resume")
+    resumed = _start(tmp_path / "term", method, *extra, "--resume")
     code, err = _finish(reference)
     assert code == 0, err[-3000:]
     config = SearchConfig.load_from_run(str(tmp_path / "reference"))
     assert config.method == method
     genotype = genotype_lib.load(str(tmp_path / "reference" / "genotype.json"),
                                  known_ops=ops.op_set(config.primitives))
+    assert genotype.op_family == ops.op_set_family(config.primitives)
     assert len(genotype.normal) == len(genotype.reduce) == 4  # 2 nodes x 2 pairs.
     code, err = _finish(resumed)
     assert code == 0 and "resumed from" in err, err[-3000:]
@@ -116,9 +123,7 @@ def test_settings_the_method_fixes_are_refused_otherwise(method):
     with flagsaver.flagsaver():
         assert _parse(f"--method={method}").method == method
         for field, value in cls.implied.items():
-            other = next(v for v in (ops.op_sets() if field == "primitives" else
-                                     ("magnitude", "stable_rank", "perturbation"))
-                         if v != value)
+            other = next(v for v in flags.FLAGS[field].parser.enum_values if v != value)
             config = _parse(f"--method={method}", f"--{field}={other}")
             with pytest.raises(ConfigError, match=f"--method={method} needs --{field}={value}"):
                 cls(config).check("default")

@@ -99,6 +99,15 @@ def test_every_flagfile_parses():
     assert (edas_cfg.method, edas_cfg.layers, edas_cfg.channels, edas_cfg.batch_size,
             edas_cfg.epochs, edas_cfg.method_settings.clamp, edas_cfg.a_lr) == \
         ("edas", 20, 16, 64, 50, "derived", 3e-4)
+    sharpsep, sharp = configs["sharpsep_darts_cifar10.cfg"], configs["sharp_darts_cifar10.cfg"]
+    assert (sharpsep.primitives, sharpsep.weighting, sharpsep.epochs, sharpsep.w_lr_min) == \
+        ("sharpsep_darts", "softmax", 60, 0.001)
+    assert (sharp.primitives, sharp.batch_size, sharp.epochs, sharp.seed) == ("sharp", 32, 60, 2)
+    sharper = configs["sharper_max_w_cifar10.cfg"]
+    assert (sharper.primitives, sharper.weighting, sharper.epochs, sharper.batch_size,
+            sharper.w_lr_schedule, sharper.w_lr_min, sharper.w_lr_power,
+            sharper.w_lr_warmup_epochs) == \
+        ("sharper", "max_w", 120, 16, "cosine_power", 1e-4, 2.0, 5)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -176,6 +176,8 @@ def test_bad_genotype_file_is_a_clear_error(tmp_path, mutate, message):
     ({"lr_schedule": "cosine_power", "lr_warmup_epochs": 1}, ConfigError,
      "--lr_warmup_epochs must be >= 0 and below --epochs (1), got 1"),
     ({"lr_power": 3.0}, ConfigError, "--lr_power is an option of --lr_schedule=cosine_power"),
+    # DARTS's ops have no middle width: --mid_channels would be ignored.
+    ({"mid_channels": 16}, ConfigError, "op family 'darts' takes no option(s) ['mid_channels']"),
     ({"batch_size": 5000}, DataError, "batch size is 5000"),
     ({"network": "imagenet"}, DataError, "image size 16 is too small"),
 ])
@@ -288,7 +290,13 @@ def test_train_flagfiles_carry_the_papers_settings():
         fv(["train", f"--flagfile={path}"])
         configs[os.path.basename(path)] = cli_flags.to_train_config(fv)
     assert set(configs) == {"train_quickstart.cfg", "train_cifar10.cfg",
-                            "train_imagenet_mobile.cfg"}
+                            "train_imagenet_mobile.cfg", "train_sharpdarts_cifar10.cfg"}
+    sharp = configs["train_sharpdarts_cifar10.cfg"]
+    assert (sharp.genotype, sharp.mid_channels, sharp.augmentation, sharp.cutout, sharp.epochs,
+            sharp.batch_size, sharp.lr, sharp.lr_schedule, sharp.lr_min, sharp.lr_power,
+            sharp.lr_warmup_epochs, sharp.drop_path_prob, sharp.auxiliary_weight) == \
+        ("SHARPSEPCONV_DARTS", 32, "autoaugment", 16, 2000, 64, 0.025, "cosine_power", 1e-8,
+         2.0, 5, 0.2, 0.4)
     cifar = configs["train_cifar10.cfg"]
     assert (cifar.dataset, cifar.network, cifar.channels, cifar.layers, cifar.auxiliary,
             cifar.auxiliary_weight, cifar.drop_path_prob, cifar.cutout, cifar.epochs,

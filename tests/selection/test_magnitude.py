@@ -60,3 +60,41 @@ def test_registry():
         selection.get("nope")
     with pytest.raises(ValueError, match="already registered"):
         selection.register("magnitude")(lambda m, c: None)
+
+
+class _Model:
+    """What the magnitude criterion reads of a supernet: its space and softmax(alpha)."""
+
+    def __init__(self, probs, primitives=DARTS_PRIMITIVES):
+        self.space = darts_cell(primitives, 4)
+        self._probs = probs
+
+    def arch_probabilities(self):
+        return self._probs
+
+
+def test_none_exclusion_is_an_option():
+    """Node 1's edge 2 has 'none' as its strongest op: the DARTS rule ignores it
+    and keeps edges 4 and 3; without the exclusion edge 2 wins with 'none'
+    (docs/selection/magnitude.md#none-exclusion)."""
+    p = _probs({(2, 0): 0.9, (3, 6): 0.3, (4, 3): 0.6})
+    model = _Model({"normal": p, "reduce": p})
+    with_rule = selection.select("magnitude", model)
+    without = selection.select("magnitude", model, {"exclude_none": False})
+    assert with_rule.genotype.normal[2:4] == (("skip_connect", 2), ("dil_conv_3x3", 1))
+    assert without.genotype.normal[2:4] == (("none", 0), ("skip_connect", 2))
+    # Node 0's uniform rows: the first of equal weights wins, 'none' (column 0) now.
+    assert [op for op, _ in without.genotype.normal[:2]] == ["none", "none"]
+    assert [op for op, _ in with_rule.genotype.normal[:2]] == ["max_pool_3x3"] * 2
+
+
+def test_magnitude_keeps_the_op_family():
+    from keras_darts import ops
+
+    primitives = ops.op_set("sharp")
+    p = np.random.default_rng(0).random((14, len(primitives)))
+    model = _Model({"normal": p, "reduce": p})
+    model.space = darts_cell("sharp", 4)
+    genotype = selection.select("magnitude", model).genotype
+    assert genotype.op_family == "sharp"
+    assert {op for op, _ in genotype.normal} <= set(primitives) - {"none"}

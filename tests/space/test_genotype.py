@@ -75,3 +75,47 @@ def test_one_line_text():
     # Concat is shown only where it is not every intermediate node.
     assert partial.to_text() == ("normal [skip_connect:0 skip_connect:1] normal_concat [1, 2] "
                                  "reduce [max_pool_3x3:0 max_pool_3x3:1]")
+
+
+def _sharp():
+    from keras_darts.space import published
+
+    return published.REGISTRY["SHARP_DARTS"].genotype
+
+
+def test_op_family_round_trip_and_darts_files_unchanged(tmp_path):
+    """A genotype of another op family carries it in the JSON; a DARTS genotype's
+    file has no such key, and files without it load as DARTS genotypes."""
+    sharp = _sharp()
+    assert sharp.op_family == "sharp" and genotype_lib.DARTS_V2.op_family == "darts"
+    path = tmp_path / "sharp.json"
+    genotype_lib.save(sharp, str(path))
+    assert json.loads(path.read_text())["op_family"] == "sharp"
+    assert genotype_lib.load(str(path)) == sharp
+    assert "op_family" not in genotype_lib.DARTS_V2.to_json()
+    sharpsep = genotype_lib.load_genotype("SHARPSEPCONV_DARTS")  # Only DARTS op names.
+    same_cells = genotype_lib.from_json_dict({k: v for k, v in sharpsep.to_json_dict().items()
+                                              if k != "op_family"})
+    assert same_cells.op_family == "darts" and same_cells != sharpsep  # Different layers.
+    assert sharp.to_text().endswith("ops sharp")
+    assert "ops" not in genotype_lib.DARTS_V2.to_text()
+
+
+@pytest.mark.parametrize("family, message", [
+    ("nope", "unknown op family 'nope'"),
+    (3, "'op_family' must be a string"),
+    ("darts", "unknown op 'choke_conv_3x3'"),  # A sharp-only op in a DARTS genotype.
+])
+def test_op_family_errors(family, message):
+    data = dict(_sharp().to_json_dict(), op_family=family)
+    with pytest.raises(GenotypeError, match=message):
+        genotype_lib.from_json_dict(data)
+
+
+def test_a_supernet_refuses_a_genotype_of_another_family():
+    from keras_darts.space import plans
+    from keras_darts.space.supernet import SearchNetwork
+
+    net = SearchNetwork(3, channels=4, num_layers=3, input_shape=(8, 8, 1))
+    with pytest.raises(GenotypeError, match="op family 'sharp', supernet of 'darts'"):
+        plans.check_genotype(net, _sharp())

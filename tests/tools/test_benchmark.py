@@ -20,9 +20,11 @@ def run_benchmark(*args):
     return json.loads(lines[0])
 
 
-def test_benchmark_single_edge():
-    report = run_benchmark("--relaxation", "single_edge")
+def test_benchmark_single_edge_over_sharp_ops_with_max_w():
+    report = run_benchmark("--relaxation", "single_edge", "--primitives", "sharp",
+                           "--weighting", "max_w")
     assert report["relaxation"] == "single_edge" and report["step_s_median"] > 0
+    assert (report["primitives"], report["weighting"]) == ("sharp", "max_w")
     assert report["gflop_per_step"] is None  # No single traced graph to count.
 
 
