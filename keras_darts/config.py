@@ -221,7 +221,7 @@ class TrainConfig(_JsonRecord):
     image_size: int = _fixed(0)          # 0 = the dataset's own size.
     crop_padding: int = -1               # -1 = max(1, image_size // 8).
     cutout: int = 16                     # Side of the cutout square in pixels; 0 = no cutout.
-    augmentation: str = _fixed("crop_flip")  # Or "imagenet" (the ImageNet recipe), data/.
+    augmentation: str = _fixed("crop_flip")  # Or "imagenet", "autoaugment": data/.
     # Network (keras_darts/evaluation/networks.py).
     network: str = _fixed("cifar")
     channels: int = _fixed(36)

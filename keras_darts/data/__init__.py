@@ -1,6 +1,7 @@
 """Datasets and input pipelines (`datasets.py`: digits, tfds from a local
 data_dir, class-per-folder trees; the search and training streams, augmentation)
-and the ImageNet recipe's augmentation (`imagenet_aug.py`)."""
+the ImageNet recipe's augmentation (`imagenet_aug.py`) and the AutoAugment
+CIFAR-10 policy (`autoaugment.py`)."""
 
 from keras_darts.data.datasets import (DIGITS_TEST_SIZE, TRAIN_AUGMENTATIONS,  # noqa: F401
                                        DatasetInfo, SearchData, TrainData, augment,

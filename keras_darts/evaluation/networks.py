@@ -413,7 +413,13 @@ NETWORKS = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
 
 
 def build_network(genotype, kind="cifar", **kwargs):
-    """`NetworkCIFAR` (kind "cifar") or `NetworkImageNet` ("imagenet") from a genotype."""
+    """`NetworkCIFAR` (kind "cifar") or `NetworkImageNet` ("imagenet") from a genotype;
+    a HyperCuboid path builds its `ChainNetwork` (of `num_classes`, `input_shape`)."""
+    if getattr(genotype, "kind", None) == "hypercuboid_path":
+        from keras_darts.evaluation.chain_network import ChainNetwork
+
+        return ChainNetwork(genotype, num_classes=kwargs.get("num_classes", 10),
+                            input_shape=kwargs.get("input_shape") or (32, 32, 3))
     if kind not in NETWORKS:
         raise ConfigError(f"unknown network kind '{kind}'; known: {sorted(NETWORKS)}")
     return NETWORKS[kind](genotype, **kwargs)

@@ -60,7 +60,7 @@ def _to_image(fig):
 # --------------------------------------------------------------------------- alpha heatmap
 
 
-def alpha_heatmap(probs, primitives, title=""):
+def alpha_heatmap(probs, primitives, title="", rows=None, row_title="edge (node <- input)"):
     """Heatmap of softmax(alpha) for one cell type: rows = edges, columns = ops.
 
     `probs` is [num_edges, num_ops] (numpy or an eager tensor).  Each cell is
@@ -75,7 +75,8 @@ def alpha_heatmap(probs, primitives, title=""):
     if len(primitives) != probs.shape[1]:
         raise ValueError(
             f"{len(primitives)} primitives for {probs.shape[1]} columns of probs")
-    rows = edge_labels(probs.shape[0])  # Raises on a partial node.
+    if rows is None:
+        rows = edge_labels(probs.shape[0])  # Raises on a partial node.
 
     num_edges, num_ops = probs.shape
     fig = Figure(figsize=(2.6 + 0.75 * num_ops, 2.0 + 0.32 * num_edges),
@@ -90,7 +91,7 @@ def alpha_heatmap(probs, primitives, title=""):
                   rotation_mode="anchor", fontsize=8)
     ax.set_yticks(range(num_edges), rows, fontsize=8)
     ax.set_xlabel("op")
-    ax.set_ylabel("edge (node <- input)")
+    ax.set_ylabel(row_title)
     if title:
         ax.set_title(title, fontsize=10)
     fig.colorbar(mesh, ax=ax, shrink=0.8)
@@ -322,6 +323,43 @@ def genotype_markdown(genotype):
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- HyperCuboid paths
+
+
+def _is_path(genotype):
+    """A HyperCuboid path (keras_darts/space/hypercuboid.py) rather than a cell genotype."""
+    return getattr(genotype, "kind", None) == "hypercuboid_path"
+
+
+def path_image(path):
+    """The path through the grid: stages left to right, widths bottom to top
+    (log scale), each stage's op written on its segment (uint8 RGB)."""
+    xs = list(range(len(path.stages) + 1))
+    ys = [path.stem] + [stage.c_out for stage in path.stages]
+    fig = Figure(figsize=(1.2 * len(xs) + 1, 3.2), dpi=_DPI, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(xs, ys, "o-", color="#1f77b4")
+    for i, stage in enumerate(path.stages):
+        label = "pool" if stage.op == "resizable_pool" else "sep"
+        ax.annotate(label, ((i + i + 1) / 2, (ys[i] * ys[i + 1]) ** 0.5), ha="center",
+                    va="bottom", fontsize=8)
+    ax.set_yscale("log", base=2)
+    ax.set_yticks(sorted(set(ys)), [str(y) for y in sorted(set(ys))])
+    ax.set_xticks(xs, ["stem"] + [f"l{s.layer}/s{s.stride}" for s in path.stages], fontsize=8)
+    ax.set_ylabel("channels")
+    ax.set_title("HyperCuboid path")
+    return _to_image(fig)
+
+
+def path_markdown(path):
+    """Markdown: a stage | op | channels table, then the JSON."""
+    lines = [f"**stem**: {path.stem} channels", "", "| stage | op | channels |",
+             "|---|---|---|"]
+    lines += [f"| layer {s.layer} stride {s.stride} | `{s.op}` | {s.c_in} -> {s.c_out} |"
+              for s in path.stages]
+    return "\n".join(lines + ["", "```json", path.to_json(), "```"])
+
+
 # --------------------------------------------------------------------------- writer
 
 
@@ -346,18 +384,26 @@ class EpochWriter:
         """One heatmap image per cell type, tag "alphas/<cell_type>"."""
         self.heatmaps(step, "alphas", probs_by_cell, primitives, "softmax(alpha)")
 
-    def heatmaps(self, step, name, matrices_by_cell, primitives, what):
+    def heatmaps(self, step, name, matrices_by_cell, primitives, what, rows=None,
+                 row_title="edge (node <- input)"):
         """One heatmap of per-edge, per-op values per cell type, tag "<name>/<cell_type>"
-        (e.g. MSR-DARTS's mean stable ranks); `what` titles them."""
+        (e.g. MSR-DARTS's mean stable ranks); `what` titles them; `rows`: row
+        labels other than the edges'."""
         with self._writer.as_default(step=int(step)):
             for cell_type, matrix in matrices_by_cell.items():
                 image = alpha_heatmap(np.asarray(matrix, np.float64), primitives,
-                                      f"{what}, {cell_type} cell, step {int(step)}")
+                                      f"{what}, {cell_type}{'' if rows else ' cell'}, step "
+                                      f"{int(step)}", rows, row_title)
                 tf.summary.image(f"{name}/{cell_type}", image[None], max_outputs=1)
 
     def genotype(self, step, genotype):
-        """The derived genotype as text ("genotype/text") and picture ("genotype/cells")."""
+        """The derived genotype as text ("genotype/text") and picture ("genotype/cells";
+        a HyperCuboid path: "genotype/path")."""
         with self._writer.as_default(step=int(step)):
+            if _is_path(genotype):
+                tf.summary.text("genotype/text", path_markdown(genotype))
+                tf.summary.image("genotype/path", path_image(genotype)[None], max_outputs=1)
+                return
             tf.summary.text("genotype/text", genotype_markdown(genotype))
             tf.summary.image("genotype/cells", genotype_image(genotype)[None], max_outputs=1)
 

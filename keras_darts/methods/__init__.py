@@ -6,6 +6,7 @@
 | `blank` | `blank.py` | weights only, alphas fixed at init (DARTS-PT's baseline) |
 | `edas` | `edas.py` | one sampled edge relaxed, the others clamped (EDAS) |
 | `msr` | `msr.py` | spectrally normalised weights, softmax(-srank) mixing (MSR-DARTS) |
+| `hypercuboid` | `hypercuboid.py` | alphas and weights of a width x stride grid (sharpDARTS's HyperCuboid) |
 
 A method is a `keras_darts.methods.base.SearchMethod` subclass in its own
 module, registered with `@register`; add its import at the bottom of this
@@ -41,4 +42,4 @@ def register(method_cls):
 
 
 # Built-in methods register themselves on import.
-from keras_darts.methods import blank, darts, edas, msr  # noqa: E402,F401
+from keras_darts.methods import blank, darts, edas, hypercuboid, msr  # noqa: E402,F401

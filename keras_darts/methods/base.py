@@ -32,6 +32,8 @@ from keras_darts.settings import NoSettings
 from keras_darts.space.supernet import SearchNetwork
 
 ALL_STRATEGIES = ("default", "mirrored", "multi_worker")
+# Config fields that describe a cell supernet (see SearchMethod.cell_supernet).
+CELL_FLAGS = ("space", "primitives", "nodes", "stem_multiplier", "recompute")
 
 
 class SearchMethod:
@@ -51,6 +53,9 @@ class SearchMethod:
       relaxation: the `--relaxation` value that also selects this method (flag
         files of before methods were plug-ins said `--relaxation=single_edge`
         for EDAS); None for none.
+      cell_supernet: it searches a cell space (the flags of CELL_FLAGS shape
+        its supernet); False: those flags would be ignored, so any value other
+        than their default is refused (e.g. HyperCuboid's grid).
     """
 
     name = None
@@ -62,6 +67,7 @@ class SearchMethod:
     implied = {}
     lr_options = {}
     relaxation = None
+    cell_supernet = True
 
     def __init__(self, config):
         self.config = config
@@ -78,6 +84,13 @@ class SearchMethod:
             if value != needed:
                 raise ConfigError(f"--method={self.name} needs --{field}={needed} (or no "
                                   f"--{field}), got {value!r}")
+        if not self.cell_supernet:
+            defaults = type(self.config)(output_dir="")
+            for name in CELL_FLAGS:
+                if getattr(self.config, name) != getattr(defaults, name):
+                    raise ConfigError(f"--{name} does not apply to --method={self.name} (it "
+                                      f"searches no cells); leave it at "
+                                      f"{getattr(defaults, name)!r}")
         if strategy not in self.strategies:
             note = f" {self.strategy_note}" if self.strategy_note else ""
             raise ConfigError(f"--method={self.name}{note}: it supports only --strategy="

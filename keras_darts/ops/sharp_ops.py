@@ -52,6 +52,28 @@ class SharpSepConv(CandidateOp):
         return self.body(x, training=training, weight=weight)
 
 
+class ResizablePool(CandidateOp):
+    """3x3 max pool (pad 1, stride s), then, only when the widths differ, a 1x1
+    conv in_channels -> channels and a BatchNorm with eps 1e-3: the pool op of
+    the HyperCuboid grid (docs/methods/hypercuboid.md#grid)."""
+
+    fuses_weight = True
+
+    def __init__(self, channels, stride, affine=False, in_channels=None, **kwargs):
+        super().__init__(channels, stride, affine, **kwargs)
+        self.in_channels = channels if in_channels is None else in_channels
+        self.pool = Pool(self.in_channels, stride, affine, kind="max")
+        self.resize = None
+        if self.in_channels != channels:
+            self.resize = Sequential([Conv(self.in_channels, channels, 1),
+                                      BatchNorm(channels, affine, epsilon=1e-3)])
+
+    def call(self, x, training=False, weight=None):
+        if self.resize is None:
+            return self.pool(x, training=training, weight=weight)
+        return self.resize(self.pool(x, training=training), training=training, weight=weight)
+
+
 def _sharp_sep(kernel_size, dilation=1, mid_multiplier=1, choke=False):
     """Factory of a SharpSepConv op; a choke op takes the family's fixed middle width."""
     def factory(channels, stride, affine, mid_channels):

@@ -67,6 +67,20 @@ def build_network(config, info, genotype):
         op_options=config.op_options())
 
 
+def _check_chain_settings(config):
+    """A HyperCuboid path trains as a chain network, which has its widths from
+    the path, no cells, no auxiliary head and no drop path: flags for those
+    would be ignored (docs/methods/hypercuboid.md#chain-network)."""
+    defaults = TrainConfig(output_dir="")
+    for name in ("network", "channels", "layers", "mid_channels"):
+        if getattr(config, name) != getattr(defaults, name):
+            raise ConfigError(f"--{name} does not apply to a HyperCuboid path (--genotype="
+                              f"{config.genotype}): the path sets the network")
+    if config.auxiliary or config.drop_path_prob:
+        raise ConfigError(f"a HyperCuboid path (--genotype={config.genotype}) trains without "
+                          "auxiliary head and drop path: pass --noauxiliary --drop_path_prob=0")
+
+
 def _reductions(config):
     """Halvings of the input before the last cell: 2 reduction cells (+3 ImageNet stems)."""
     return 2 + (3 if config.network == "imagenet" else 0)
@@ -88,10 +102,13 @@ class TrainRun(RunLoop):
         cfg = self.config
         schedules.check_config(cfg, "lr")
         self.genotype = genotype_lib.load_genotype(cfg.genotype)
-        try:  # E.g. --mid_channels with a genotype of DARTS's ops, which have no middle width.
-            ops.family(self.genotype.op_family).resolve_options(cfg.op_options())
-        except ValueError as e:
-            raise ConfigError(f"--genotype={cfg.genotype}: {e}") from None
+        if getattr(self.genotype, "kind", None) == "hypercuboid_path":
+            _check_chain_settings(cfg)
+        else:
+            try:  # E.g. --mid_channels with a genotype of DARTS's ops (no middle width).
+                ops.family(self.genotype.op_family).resolve_options(cfg.op_options())
+            except ValueError as e:
+                raise ConfigError(f"--genotype={cfg.genotype}: {e}") from None
         check_output_dir(self.files.root, self.files.checkpoints, self.files.results,
                          self.resume, "a training run")
         if self.resume:
@@ -255,8 +272,7 @@ def _check_checkpoint(path, genotype, network):
     if not reader.has_tensor(key):
         raise GenotypeError(f"checkpoint {path} holds no genotype: not a keras_darts.train "
                             "checkpoint")
-    saved = genotype_lib.from_json_dict(json.loads(reader.get_tensor(key)),
-                                        where=f"genotype in {path}")
+    saved = genotype_lib.parse(json.loads(reader.get_tensor(key)), where=f"genotype in {path}")
     if saved != genotype:
         raise GenotypeError(f"checkpoint {path} was trained on a different genotype than "
                             f"the one given:\n  checkpoint: {saved.to_json_dict()}\n  given:"

@@ -151,7 +151,9 @@ def from_json_dict(data, known_ops=None, where="genotype"):
 
 
 def load(path, known_ops=None):
-    """Reads a genotype JSON file; raises GenotypeError with the path on any problem."""
+    """Reads a genotype JSON file (or a HyperCuboid path.json: a
+    `keras_darts.space.hypercuboid.GridPath`); raises GenotypeError with the
+    path on any problem."""
     if not os.path.isfile(path):
         raise GenotypeError(f"genotype file not found: {path}")
     try:
@@ -159,7 +161,17 @@ def load(path, known_ops=None):
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GenotypeError(f"{path}: not valid JSON ({e})") from None
-    return from_json_dict(data, known_ops=known_ops, where=path)
+    return parse(data, known_ops=known_ops, where=path)
+
+
+def parse(data, known_ops=None, where="genotype"):
+    """A `Genotype` from parsed JSON, or the `GridPath` of a HyperCuboid
+    path.json (`"kind": "hypercuboid_path"`); validated either way."""
+    from keras_darts.space import hypercuboid
+
+    if hypercuboid.is_path_json(data):
+        return hypercuboid.from_json_dict(data, where=where)
+    return from_json_dict(data, known_ops=known_ops, where=where)
 
 
 def save(genotype, path):
@@ -173,8 +185,11 @@ def load_genotype(path_or_name, known_ops=None):
     Raises GenotypeError for an unknown name (listing the known ones), a missing
     file or a malformed genotype.
     """
+    from keras_darts.space import hypercuboid
     from keras_darts.space import published as genotypes_published  # It builds on this module.
 
+    if path_or_name in hypercuboid.PUBLISHED:
+        return hypercuboid.PUBLISHED[path_or_name]
     if path_or_name in genotypes_published.REGISTRY:
         genotype = genotypes_published.REGISTRY[path_or_name].genotype
         if known_ops is not None:  # E.g. a network with a restricted op set.
@@ -184,7 +199,8 @@ def load_genotype(path_or_name, known_ops=None):
         return load(path_or_name, known_ops=known_ops)
     raise GenotypeError(
         f"unknown genotype name '{path_or_name}'; known names: "
-        f"{', '.join(genotypes_published.names())} (or give the path of a genotype JSON file)")
+        f"{', '.join(genotypes_published.names() + sorted(hypercuboid.PUBLISHED))} (or give "
+        "the path of a genotype JSON file)")
 
 
 def __getattr__(name):

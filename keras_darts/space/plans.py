@@ -104,7 +104,8 @@ class Mix:
     def __init__(self, weights=None):
         self.weights = dict(weights or {})
 
-    def cell_plans(self, network):
+    def weights_by_type(self, network):
+        """{cell_type: the [edges, ops] weights} this plan mixes `network` by."""
         unknown = set(self.weights) - set(network.space.cell_types)
         if unknown:
             raise ValueError(f"edge_weights keys must be {list(network.space.cell_types)}, "
@@ -114,6 +115,10 @@ class Mix:
             given = self.weights.get(cell_type)
             by_type[cell_type] = (network.default_mixing(alpha) if given is None
                                   else _as_weights(given, network, "edge_weights"))
+        return by_type
+
+    def cell_plans(self, network):
+        by_type = self.weights_by_type(network)
         return [MixedCell(by_type[cell.cell_type]) for cell in network.search_cells]
 
     def trace_key(self):

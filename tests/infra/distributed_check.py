@@ -6,7 +6,9 @@ strategy (one device) and once under MirroredStrategy on /cpu:0 + /cpu:1.
 Alphas, weights, BN moving statistics, optimizer slots, the returned metrics
 and an evaluation must agree.  Argument: the architecture gradient order
 (`first` by default, or `second`), `sharp` (first order over sharpDARTS's op
-family with Max-W mixing), or `train`: the same comparison for the
+family with Max-W mixing), `grid` (first order over HyperCuboid's grid
+supernet, every op behind its threshold's tf.cond), or `train`: the same
+comparison for the
 training step of a genotype's network (`train_step.NetworkTraining`, auxiliary
 head and synchronised BatchNorm included).  Prints one line
 `DISTRIBUTED_CHECK {json}` and exits 0 on success; an assertion error (exit
@@ -33,6 +35,8 @@ from keras_darts.evaluation.train_step import NetworkTraining, TrainHParams  # n
 from keras_darts.infra import runtime  # noqa: E402
 from keras_darts.methods.bilevel import BilevelSearch, SearchHParams  # noqa: E402
 from keras_darts.space.darts_cell import darts_cell  # noqa: E402
+from keras_darts.space.grid_network import GridNetwork  # noqa: E402
+from keras_darts.space.hypercuboid import GridSpace  # noqa: E402
 from keras_darts.space.supernet import SearchNetwork  # noqa: E402
 
 GLOBAL_BATCH = 8
@@ -43,7 +47,7 @@ GLOBAL_BATCH = 8
 PRIMITIVES = ("none", "max_pool_3x3", "skip_connect", "dil_conv_3x3")
 STEPS = 2
 MODE = sys.argv[1] if len(sys.argv) > 1 else "first"
-ORDER = "first" if MODE == "sharp" else MODE
+ORDER = "first" if MODE in ("sharp", "grid") else MODE
 # sharp: the same op names built by the sharp family (SharpSepConv, a choke op).
 SHARP_PRIMITIVES = ("none", "max_pool_3x3", "skip_connect", "dil_choke_conv_3x3")
 RTOL, ATOL = 1e-4, 1e-5
@@ -52,7 +56,9 @@ RTOL, ATOL = 1e-4, 1e-5
 def make(strategy, hparams):
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        if MODE == "sharp":
+        if MODE == "grid":  # Every op behind its threshold's tf.cond (none skipped).
+            net = GridNetwork(3, GridSpace((2, 4), 1), input_shape=(8, 8, 3), mixing="max_w")
+        elif MODE == "sharp":
             space = darts_cell(SHARP_PRIMITIVES, 2, op_family="sharp")
             net = SearchNetwork(3, channels=4, num_layers=3, space=space, mixing="max_w",
                                 input_shape=(8, 8, 3))

@@ -28,7 +28,7 @@ def _check(mode):
     return proc, (json.loads(lines[-1].split(" ", 1)[1]) if lines else None)
 
 
-@pytest.fixture(scope="module", params=["first", "second", "sharp"])
+@pytest.fixture(scope="module", params=["first", "second", "sharp", "grid"])
 def check_result(request):
     return _check(request.param)
 

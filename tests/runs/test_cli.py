@@ -108,6 +108,11 @@ def test_every_flagfile_parses():
             sharper.w_lr_schedule, sharper.w_lr_min, sharper.w_lr_power,
             sharper.w_lr_warmup_epochs) == \
         ("sharper", "max_w", 120, 16, "cosine_power", 1e-4, 2.0, 5)
+    grid, quick = configs["hypercuboid_cifar10.cfg"], configs["hypercuboid_quickstart.cfg"]
+    assert (grid.method, grid.channels, grid.layers, grid.weighting, grid.epochs,
+            grid.batch_size, grid.method_settings.widths) == \
+        ("hypercuboid", 36, 8, "max_w", 120, 64, 4)
+    assert (quick.method, quick.dataset, quick.selection) == ("hypercuboid", "digits", "magnitude")
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -290,7 +290,11 @@ def test_train_flagfiles_carry_the_papers_settings():
         fv(["train", f"--flagfile={path}"])
         configs[os.path.basename(path)] = cli_flags.to_train_config(fv)
     assert set(configs) == {"train_quickstart.cfg", "train_cifar10.cfg",
-                            "train_imagenet_mobile.cfg", "train_sharpdarts_cifar10.cfg"}
+                            "train_imagenet_mobile.cfg", "train_sharpdarts_cifar10.cfg",
+                            "train_hypercuboid_quickstart.cfg"}
+    chain = configs["train_hypercuboid_quickstart.cfg"]
+    assert (chain.genotype, chain.auxiliary, chain.drop_path_prob) == \
+        ("runs/hypercuboid_quickstart/path.json", False, 0.0)
     sharp = configs["train_sharpdarts_cifar10.cfg"]
     assert (sharp.genotype, sharp.mid_channels, sharp.augmentation, sharp.cutout, sharp.epochs,
             sharp.batch_size, sharp.lr, sharp.lr_schedule, sharp.lr_min, sharp.lr_power,
@@ -316,3 +320,44 @@ def test_train_flagfiles_carry_the_papers_settings():
     assert quick.dataset == "digits" and quick.genotype == "runs/quickstart/genotype.json"
     # The quickstart size keeps the auxiliary head: 32x32 -> cell 3 of 5 outputs 8x8.
     assert (quick.image_size, quick.layers, quick.auxiliary) == (32, 5, True)
+
+
+def _tiny_path_file(tmp_path):
+    from keras_darts.space import hypercuboid
+    from keras_darts.space.hypercuboid import GridPath, GridStage
+
+    path = GridPath(4, (GridStage(0, 1, 4, 8, "sharp_sep_conv"),
+                        GridStage(0, 2, 8, 4, "resizable_pool")))
+    file = tmp_path / "path.json"
+    hypercuboid.save(path, str(file))
+    return path, file
+
+
+def test_a_hypercuboid_path_trains_exports_and_serves(tmp_path):
+    """keras_darts.train --genotype=path.json: the chain network trains, its
+    genotype.json is the path, and the exported classifier serves it."""
+    path, file = _tiny_path_file(tmp_path)
+    out, export = tmp_path / "run", tmp_path / "export"
+    chain = {**TINY_CONFIG, "genotype": str(file), "channels": 36, "layers": 20,
+             "export_dir": str(export), "drop_path_prob": 0.0}
+    results = run_train(TrainConfig(output_dir=str(out), epochs=1, **chain))
+    assert genotype_lib.load(str(out / "genotype.json")) == path
+    assert results["weight_params"] == results["weight_params_with_auxiliary"]
+    served = tf.saved_model.load(str(export / "classifier"))
+    outputs = served.signatures["serving_default"](images=tf.zeros((2, 16, 16, 3)))
+    assert outputs["logits"].shape == (2, 10)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"auxiliary": True}, "trains without auxiliary head and drop path"),
+    ({"drop_path_prob": 0.2}, "trains without auxiliary head and drop path"),
+    ({"layers": 8}, "--layers does not apply to a HyperCuboid path"),
+    ({"mid_channels": 16}, "--mid_channels does not apply"),
+])
+def test_path_training_refuses_settings_it_would_ignore(tmp_path, changes, message):
+    _, file = _tiny_path_file(tmp_path)
+    config = {**TINY_CONFIG, "genotype": str(file), "channels": 36, "layers": 20,
+              "drop_path_prob": 0.0, **changes}
+    with pytest.raises(ConfigError, match=message):
+        run_train(TrainConfig(output_dir=str(tmp_path / "run"), epochs=1, **config))
+    assert not (tmp_path / "run").exists()
