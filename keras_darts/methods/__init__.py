@@ -6,7 +6,7 @@
 | `blank` | `blank.py` | weights only, alphas fixed at init (DARTS-PT's baseline) |
 | `edas` | `edas.py` | one sampled edge relaxed, the others clamped (EDAS) |
 | `msr` | `msr.py` | spectrally normalised weights, softmax(-srank) mixing (MSR-DARTS) |
-| `hypercuboid` | `hypercuboid.py` | alphas and weights of a width x stride grid (sharpDARTS's HyperCuboid) |
+| `hypercuboid` | `hypercuboid.py` | alphas and weights of a grid of widths (HyperCuboid) |
 
 A method is a `keras_darts.methods.base.SearchMethod` subclass in its own
 module, registered with `@register`; add its import at the bottom of this

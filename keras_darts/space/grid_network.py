@@ -26,7 +26,7 @@ from keras_darts.ops.layers import Linear
 from keras_darts.ops.sharp_ops import ResizablePool, SharpSepConv
 from keras_darts.space import mixing as mixing_lib
 from keras_darts.space import plans
-from keras_darts.space.hypercuboid import CELL_TYPE, GRID_OPS, GridSpace
+from keras_darts.space.hypercuboid import CELL_TYPE, GRID_OPS
 
 HEAD_CHANNELS = 768
 DEFAULT_MIN_WEIGHT = 1.0 / 32 ** 2  # The reference's threshold.
