@@ -135,10 +135,17 @@ class GridNetwork(keras.Model):
         return self.classifier(tf.reduce_mean(features, axis=(1, 2)))
 
     def _term(self, op, x, relu_x, coef, training):
-        """coef * op(x), not computed when coef <= min_weight."""
+        """coef * op(x), not computed when coef <= min_weight.  Under several
+        replicas the op runs with coefficient 0 instead: a synchronised
+        BatchNorm's all-reduce cannot sit inside a tf.cond (its running
+        statistics then still update)."""
         def run():
             return run_op(op, x, relu_x, training, weight=coef)
         if self.min_weight <= 0.0:
+            return run()
+        replica_ctx = tf.distribute.get_replica_context()
+        if replica_ctx is not None and replica_ctx.num_replicas_in_sync > 1:
+            coef = tf.where(coef > self.min_weight, coef, tf.zeros_like(coef))
             return run()
 
         def skip():

@@ -7,7 +7,7 @@ Alphas, weights, BN moving statistics, optimizer slots, the returned metrics
 and an evaluation must agree.  Argument: the architecture gradient order
 (`first` by default, or `second`), `sharp` (first order over sharpDARTS's op
 family with Max-W mixing), `grid` (first order over HyperCuboid's grid
-supernet, every op behind its threshold's tf.cond), or `train`: the same
+supernet, Max-W, the default skipping threshold), or `train`: the same
 comparison for the
 training step of a genotype's network (`train_step.NetworkTraining`, auxiliary
 head and synchronised BatchNorm included).  Prints one line
@@ -56,7 +56,7 @@ RTOL, ATOL = 1e-4, 1e-5
 def make(strategy, hparams):
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        if MODE == "grid":  # Every op behind its threshold's tf.cond (none skipped).
+        if MODE == "grid":  # Thresholded ops: tf.cond on one device, masked on two.
             net = GridNetwork(3, GridSpace((2, 4), 1), input_shape=(8, 8, 3), mixing="max_w")
         elif MODE == "sharp":
             space = darts_cell(SHARP_PRIMITIVES, 2, op_family="sharp")
