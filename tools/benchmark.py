@@ -74,12 +74,17 @@ def _called_function(graph, op):
     return getattr(function, "graph", None)
 
 
+_CONDITIONALS = ("If", "StatelessIf", "Case", "StatelessCase")
+
+
 def count_gflop(graph, _cache=None):
     """FLOPs of one execution of `graph`, in GFLOP (2 per multiply-add), including
     the bodies of the shared edge functions it calls (and their recomputation)."""
     cache = {} if _cache is None else _cache
     total = 0
     for op in _executed_ops(graph):
+        if op.type in _CONDITIONALS:  # Which branch runs is data (HyperCuboid's skipping).
+            raise ValueError(f"{op.type} op {op.name}: its executed FLOPs are data-dependent")
         body = _called_function(graph, op)
         if body is not None:
             if body.name not in cache:
@@ -165,7 +170,7 @@ def main(argv=None):
     # them would count ops that do not run.
     try:
         gflop = count_gflop(search.step_graph(batch, val_batch))
-    except ValueError:  # A step of several graphs (EDAS): not counted.
+    except ValueError:  # A step of several graphs (EDAS) or with conditionals: not counted.
         gflop = None
     times = []
     for _ in range(args.steps):
