@@ -295,3 +295,16 @@ def test_evaluation_runs_the_derived_network_without_exploration():
     assert search.derived_modes() == derived
     explored = search.edge_modes({"normal": edas.NO_EDGE, "reduce": edas.NO_EDGE}, step=0)
     assert explored != derived
+
+
+def test_the_sampled_edge_mixes_by_the_supernets_rule():
+    """--weighting=max_w reaches EDAS's relaxed edge: Max-W of softmax(alpha / tau)."""
+    model = SearchNetwork(10, channels=4, num_layers=3, input_shape=(8, 8, 3), mixing="max_w")
+    search = edas.SingleEdgeSearch(model, tf.distribute.get_strategy(), 4,
+                                   settings=edas.EdasSettings(tau0=2.0))
+    w = tf.nn.softmax(model.alpha_normal.numpy() / 2.0).numpy()
+    np.testing.assert_allclose(search.mixing_weights()["normal"].numpy(),
+                               1.0 - w.max(axis=-1, keepdims=True) + w, rtol=1e-5)
+    before = model.alpha_normal.numpy()
+    search.step(batch(0), batch(1))
+    assert not np.array_equal(before, model.alpha_normal.numpy())

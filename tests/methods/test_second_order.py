@@ -138,3 +138,23 @@ def test_search_with_order_second(tmp_path):
     results = run_search(config)
     assert 0.0 <= results["test_accuracy"] <= 1.0
     assert len(load(str(tmp_path / "run" / "genotype.json")).normal) == 4
+
+
+def test_second_order_step_runs_with_max_w():
+    """The unrolled gradient goes through the supernet's mixing rule: with
+    Max-W it differs from softmax's for the same weights, alphas and batches."""
+    rng = np.random.default_rng(0)
+    data = (tf.constant(rng.standard_normal((4, 8, 8, 3)), tf.float32),
+            tf.constant(rng.integers(0, 3, 4), tf.int32))
+    changes = {}
+    for rule in ("softmax", "max_w"):
+        keras.utils.set_random_seed(0)
+        net = SearchNetwork(3, channels=4, num_layers=3, num_nodes=2, mixing=rule,
+                            primitives=("none", "skip_connect", "sep_conv_3x3"),
+                            input_shape=(8, 8, 3))
+        search = BilevelSearch(net, tf.distribute.get_strategy(), 4, order="second")
+        before = net.alpha_normal.numpy()
+        search.step(data, data)
+        changes[rule] = net.alpha_normal.numpy() - before
+    assert np.abs(changes["max_w"]).max() > 0
+    assert not np.allclose(changes["max_w"], changes["softmax"])
