@@ -17,8 +17,10 @@ import tensorflow as tf
 
 from keras_darts import ops
 from keras_darts.errors import ConfigError, GenotypeError
+from keras_darts.evaluation.chain_network import ChainNetwork
 from keras_darts.ops.layers import Linear
 from keras_darts.space import genotype as genotype_lib
+from keras_darts.space import hypercuboid
 from keras_darts.space.supernet import reduction_layers
 
 AUX_WEIGHT = 0.4                  # Loss = CE(logits) + 0.4 * CE(aux_logits).
@@ -415,9 +417,7 @@ NETWORKS = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
 def build_network(genotype, kind="cifar", **kwargs):
     """`NetworkCIFAR` (kind "cifar") or `NetworkImageNet` ("imagenet") from a genotype;
     a HyperCuboid path builds its `ChainNetwork` (of `num_classes`, `input_shape`)."""
-    if getattr(genotype, "kind", None) == "hypercuboid_path":
-        from keras_darts.evaluation.chain_network import ChainNetwork
-
+    if hypercuboid.is_path(genotype):
         return ChainNetwork(genotype, num_classes=kwargs.get("num_classes", 10),
                             input_shape=kwargs.get("input_shape") or (32, 32, 3))
     if kind not in NETWORKS:

@@ -12,6 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch
 
+from keras_darts.space import hypercuboid
+
 _DPI = 100
 _INPUT_NAMES = ("c_{k-2}", "c_{k-1}")
 _OUTPUT_NAME = "c_{k}"
@@ -326,11 +328,6 @@ def genotype_markdown(genotype):
 # --------------------------------------------------------------------------- HyperCuboid paths
 
 
-def _is_path(genotype):
-    """A HyperCuboid path (keras_darts/space/hypercuboid.py) rather than a cell genotype."""
-    return getattr(genotype, "kind", None) == "hypercuboid_path"
-
-
 def path_image(path):
     """The path through the grid: stages left to right, widths bottom to top
     (log scale), each stage's op written on its segment (uint8 RGB)."""
@@ -400,7 +397,7 @@ class EpochWriter:
         """The derived genotype as text ("genotype/text") and picture ("genotype/cells";
         a HyperCuboid path: "genotype/path")."""
         with self._writer.as_default(step=int(step)):
-            if _is_path(genotype):
+            if hypercuboid.is_path(genotype):
                 tf.summary.text("genotype/text", path_markdown(genotype))
                 tf.summary.image("genotype/path", path_image(genotype)[None], max_outputs=1)
                 return

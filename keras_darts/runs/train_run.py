@@ -35,6 +35,7 @@ from keras_darts.runs.lifecycle import (RunLoop, StopOnSignal, check_output_dir,
                                         mean_loss_and_accuracy)
 from keras_darts.serving import savedmodel as serving
 from keras_darts.space import genotype as genotype_lib
+from keras_darts.space import hypercuboid
 
 # The checkpoint stores the genotype's JSON in a string variable of this name, and
 # every network variable in a list of this name.
@@ -102,7 +103,7 @@ class TrainRun(RunLoop):
         cfg = self.config
         schedules.check_config(cfg, "lr")
         self.genotype = genotype_lib.load_genotype(cfg.genotype)
-        if getattr(self.genotype, "kind", None) == "hypercuboid_path":
+        if hypercuboid.is_path(self.genotype):
             _check_chain_settings(cfg)
         else:
             try:  # E.g. --mid_channels with a genotype of DARTS's ops (no middle width).

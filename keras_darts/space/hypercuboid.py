@@ -162,6 +162,11 @@ def _check_chain(stem, stages, where):
         width = stage.c_out
 
 
+def is_path(value):
+    """True for a `GridPath` (a HyperCuboid result), False for a cell genotype."""
+    return isinstance(value, GridPath)
+
+
 def is_path_json(data):
     return isinstance(data, dict) and data.get("kind") == KIND
 

@@ -25,6 +25,7 @@ from keras_darts.errors import ConfigError
 from keras_darts.methods.base import ALL_STRATEGIES, CELL_FLAGS, SearchMethod
 from keras_darts.runs.search_run import run_search
 from keras_darts.space import genotype as genotype_lib
+from keras_darts.space import hypercuboid
 
 # recompute=none: 8x8 images need no memory saving, and the trace is shorter.
 TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_size=16",
@@ -55,7 +56,7 @@ def _command(out, method, *extra):
 def _check_result(config, result):
     """A valid result of the method's space: a cell genotype of its op set and
     family with 2 nodes, or a grid path of its layers."""
-    if getattr(result, "kind", None) == "hypercuboid_path":
+    if hypercuboid.is_path(result):
         assert len(result.stages) == 2 * (config.layers // 2)
         return
     genotype_lib.from_json_dict(result.to_json_dict(), known_ops=ops.op_set(config.primitives))
