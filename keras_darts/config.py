@@ -56,6 +56,13 @@ class _JsonRecord:
         except (OSError, json.JSONDecodeError, TypeError) as e:
             raise ConfigError(f"cannot read {cls.KIND} config {path}: {e}") from None
 
+    def changed_fields(self, names):
+        """{name: default} for those of the fields `names` whose value differs from
+        the field's default (i.e. the user set them)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {name: defaults[name] for name in names
+                if getattr(self, name) != defaults[name]}
+
     def resume_conflicts(self, saved):
         """['--flag: saved X, now Y'] for the fields that must match on --resume."""
         fixed = [f.name for f in dataclasses.fields(self) if f.metadata.get("fixed_on_resume")]

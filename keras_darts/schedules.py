@@ -9,7 +9,6 @@ a caller has (a config offers all of its own).  New schedules register with
 before a run writes anything (docs/schedules.md).
 """
 
-import dataclasses
 import math
 
 from keras_darts.errors import ConfigError
@@ -108,9 +107,8 @@ def check_config(config, prefix):
     `{prefix}`, `{prefix}_min`, `{prefix}_schedule`, `{prefix}_<option>` and
     `epochs`; an option counts as given when it differs from the field's default."""
     options = config_options(config, prefix)
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    given = [option for option, value in options.items()
-             if value != defaults[f"{prefix}_{option}"]]
+    changed = config.changed_fields([f"{prefix}_{option}" for option in options])
+    given = [option for option in options if f"{prefix}_{option}" in changed]
     check(getattr(config, f"{prefix}_schedule"), config.epochs, getattr(config, prefix),
           getattr(config, f"{prefix}_min"), options, given, prefix)
 

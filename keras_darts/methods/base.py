@@ -85,12 +85,9 @@ class SearchMethod:
                 raise ConfigError(f"--method={self.name} needs --{field}={needed} (or no "
                                   f"--{field}), got {value!r}")
         if not self.cell_supernet:
-            defaults = type(self.config)(output_dir="")
-            for name in CELL_FLAGS:
-                if getattr(self.config, name) != getattr(defaults, name):
-                    raise ConfigError(f"--{name} does not apply to --method={self.name} (it "
-                                      f"searches no cells); leave it at "
-                                      f"{getattr(defaults, name)!r}")
+            for name, default in self.config.changed_fields(CELL_FLAGS).items():
+                raise ConfigError(f"--{name} does not apply to --method={self.name} (it "
+                                  f"searches no cells); leave it at {default!r}")
         if strategy not in self.strategies:
             note = f" {self.strategy_note}" if self.strategy_note else ""
             raise ConfigError(f"--method={self.name}{note}: it supports only --strategy="

@@ -72,11 +72,9 @@ def _check_chain_settings(config):
     """A HyperCuboid path trains as a chain network, which has its widths from
     the path, no cells, no auxiliary head and no drop path: flags for those
     would be ignored (docs/methods/hypercuboid.md#chain-network)."""
-    defaults = TrainConfig(output_dir="")
-    for name in ("network", "channels", "layers", "mid_channels"):
-        if getattr(config, name) != getattr(defaults, name):
-            raise ConfigError(f"--{name} does not apply to a HyperCuboid path (--genotype="
-                              f"{config.genotype}): the path sets the network")
+    for name in config.changed_fields(("network", "channels", "layers", "mid_channels")):
+        raise ConfigError(f"--{name} does not apply to a HyperCuboid path (--genotype="
+                          f"{config.genotype}): the path sets the network")
     if config.auxiliary or config.drop_path_prob:
         raise ConfigError(f"a HyperCuboid path (--genotype={config.genotype}) trains without "
                           "auxiliary head and drop path: pass --noauxiliary --drop_path_prob=0")

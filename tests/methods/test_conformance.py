@@ -6,6 +6,7 @@ support with a clear error before anything is written.
 
 A new method is covered by registering it: nothing here names one."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -143,6 +144,18 @@ def test_settings_the_method_fixes_are_refused_otherwise(method):
             config = _parse(f"--method={method}", f"--{field}={other}")
             with pytest.raises(ConfigError, match=f"--method={method} needs --{field}={value}"):
                 cls(config).check("default")
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if not methods.get(m).cell_supernet])
+def test_cell_flags_are_refused_without_cells(method):
+    cls = methods.get(method)
+    for name in CELL_FLAGS:
+        config = SearchConfig(output_dir="x", method=method, **cls.implied)
+        default = getattr(config, name)
+        config = dataclasses.replace(config, **{name: default + 1 if isinstance(default, int)
+                                                and not isinstance(default, bool) else "other"})
+        with pytest.raises(ConfigError, match=f"--{name} does not apply to --method={method}"):
+            cls(config).check("default")
 
 
 def _non_default(field):
