@@ -18,6 +18,21 @@ def _seed():
     keras.utils.set_random_seed(0)
 
 
+def rand(*shape, scale=1.0, shift=0.0):
+    """Standard-normal float32 test data (seeded by `_seed`)."""
+    import numpy as np
+
+    return (np.random.standard_normal(shape) * scale + shift).astype(np.float32)
+
+
+def n_trainable(layer):
+    return int(sum(v.numpy().size for v in layer.trainable_variables))
+
+
+def n_non_trainable(layer):
+    return int(sum(v.numpy().size for v in layer.non_trainable_variables))
+
+
 def run_module(module, *args, timeout=600):
     """Runs `python -m module args...` in a fresh process; returns CompletedProcess."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)

@@ -2,10 +2,10 @@
 
 import math
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import n_non_trainable, n_trainable, rand
 
 from keras_darts import ops
 from keras_darts.space.cells import MixedOp
@@ -13,23 +13,6 @@ from keras_darts.space.supernet import SearchNetwork
 
 EPS = ops.BN_EPSILON
 ALL_OPS = ops.op_set("darts") + ("sep_conv_7x7", "conv_7x1_1x7")
-
-
-@pytest.fixture(autouse=True)
-def seed():
-    keras.utils.set_random_seed(0)
-
-
-def rand(*shape, scale=1.0, shift=0.0):
-    return (np.random.standard_normal(shape) * scale + shift).astype(np.float32)
-
-
-def n_trainable(layer):
-    return int(sum(np.prod(v.shape) for v in layer.trainable_variables))
-
-
-def n_non_trainable(layer):
-    return int(sum(np.prod(v.shape) for v in layer.non_trainable_variables))
 
 
 def np_conv(x, w, stride=(1, 1), pad=(0, 0), dilation=1, depthwise=False):

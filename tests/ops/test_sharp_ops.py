@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import n_non_trainable, n_trainable, rand
 
 from keras_darts import ops
 from keras_darts.infra import tracing
@@ -41,23 +42,6 @@ SET_ORDERS = {
                 "sep_conv_5x5", "sep_conv_7x7", "dil_conv_3x3", "dil_conv_5x5",
                 "flood_conv_3x3", "flood_conv_5x5", "dil_flood_conv_3x3"),
 }
-
-
-@pytest.fixture(autouse=True)
-def seed():
-    keras.utils.set_random_seed(0)
-
-
-def rand(*shape, scale=1.0, shift=0.0):
-    return (np.random.standard_normal(shape) * scale + shift).astype(np.float32)
-
-
-def n_trainable(layer):
-    return int(sum(np.prod(v.shape) for v in layer.trainable_variables))
-
-
-def n_non_trainable(layer):
-    return int(sum(np.prod(v.shape) for v in layer.non_trainable_variables))
 
 
 def relu(x):
