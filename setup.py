@@ -24,6 +24,9 @@ setup(
         "scikit-learn",
         # TensorBoard pictures: alpha heatmaps and drawn cells.
         "matplotlib",
+        # Kendall's tau-b and Spearman's rho of tools/rank_correlation.py (scikit-learn
+        # needs it anyway).
+        "scipy",
     ],
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
 )

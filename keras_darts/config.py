@@ -229,6 +229,8 @@ class TrainConfig(_JsonRecord):
     crop_padding: int = -1               # -1 = max(1, image_size // 8).
     cutout: int = 16                     # Side of the cutout square in pixels; 0 = no cutout.
     augmentation: str = _fixed("crop_flip")  # Or "imagenet", "autoaugment": data/.
+    # > 0: train on the rest of the train split, evaluate on this last part of it.
+    validation_portion: float = _fixed(0.0)
     # Network (keras_darts/evaluation/networks.py).
     network: str = _fixed("cifar")
     channels: int = _fixed(36)
@@ -237,6 +239,7 @@ class TrainConfig(_JsonRecord):
     auxiliary: bool = _fixed(True)
     auxiliary_weight: float = TrainHParams.auxiliary_weight
     drop_path_prob: float = 0.2  # Final value of the linear drop-path schedule.
+    dropout_rate: float = _fixed(0.0)  # Dropout on the pooled features (NAO's recipe: 0.4).
     # Recipe.
     epochs: int = 600
     batch_size: int = _fixed(96)

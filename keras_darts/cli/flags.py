@@ -4,9 +4,10 @@ This is the only module that defines flags and the only one that reads FLAGS
 (`to_search_config`, `to_select_config`, `to_compare_configs`,
 `to_train_config`); library code receives a `SearchConfig` or `TrainConfig`.
 `keras_darts.search` defines the search flags, `keras_darts.select` only the
-selection flags, `tools/compare_selection.py` only its own (so a flag a program
-would ignore is an error, not silently dropped), `keras_darts.train` the
-training flags and `keras_darts.export` the export flags.  The train and export
+selection flags, `tools/compare_selection.py` and `tools/rank_correlation.py`
+only their own (so a flag a program would ignore is an error, not silently
+dropped), `keras_darts.train` the training flags and `keras_darts.export` the
+export flags.  The train and export
 definitions take a `flag_values` so tests can parse them beside the search's.
 
 Plug-ins declare their own flags: every field of a registered method's or
@@ -261,6 +262,23 @@ def define_compare_flags():
     _define_criterion_flags()
 
 
+def define_rank_correlation_flags():
+    """The flags of `tools/rank_correlation.py` (idempotent); the counts are
+    checked by the tool (a bad value is a one-line error, exit 2)."""
+    if "num_archs" in FLAGS:
+        return
+    _define_source_flags("Where to write rank_correlation.csv, summary.json, scatter.png, "
+                         "candidates.json, standalone/ and tensorboard/ (new or empty; a "
+                         "rerun with the same flags continues the study in it).")
+    flags.DEFINE_integer("num_archs", None, "Random architectures K of the run's space to "
+                         "score in the supernet and train stand-alone (at least 3).")
+    flags.DEFINE_integer("standalone_epochs", None, "Stand-alone training epochs E of every "
+                         "architecture (at least 1).")
+    flags.DEFINE_integer("seed", 0, "Seed of the architecture sample.")
+    flags.mark_flag_as_required("num_archs")
+    flags.mark_flag_as_required("standalone_epochs")
+
+
 def _selection_strategy(saved):
     """Selection runs in one process: a search run by a cluster (or by `auto`,
     which may have meant one) is selected on every local device."""
@@ -374,6 +392,11 @@ def define_train_flags(fv=FLAGS):
                       "recipe) or 'autoaugment' (crop_flip, then the AutoAugment CIFAR-10 "
                       "policy, as in sharpDARTS; test images are never augmented).",
                       flag_values=fv)
+    flags.DEFINE_float("validation_portion", d.validation_portion, "0 = train on the whole "
+                       "train split, evaluate on the test split; p > 0 = train on its first "
+                       "1 - p, evaluate on its last p (validation accuracy, e.g. to compare "
+                       "architectures without the test set).", lower_bound=0.0,
+                       upper_bound=0.9, flag_values=fv)
     # Network.
     flags.DEFINE_enum("network", d.network, list(eval_net.NETWORKS),
                       "'cifar' (one 3x3 conv stem, NetworkCIFAR) or 'imagenet' (three "
@@ -392,6 +415,9 @@ def define_train_flags(fv=FLAGS):
     flags.DEFINE_float("drop_path_prob", d.drop_path_prob, "Drop-path probability of the "
                        "last epoch; epoch e uses drop_path_prob * e / epochs.",
                        lower_bound=0.0, upper_bound=0.99, flag_values=fv)
+    flags.DEFINE_float("dropout_rate", d.dropout_rate, "Dropout rate on the globally pooled "
+                       "features before the classifier, in training (DARTS: 0; NAO: 0.4).",
+                       lower_bound=0.0, upper_bound=0.95, flag_values=fv)
     # Recipe.
     flags.DEFINE_integer("epochs", d.epochs, "Training epochs.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.", lower_bound=1,

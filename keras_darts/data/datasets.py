@@ -125,13 +125,17 @@ class TrainData:
     """Pipelines for training a network from scratch (no search split)."""
 
     info: DatasetInfo
-    train: tf.data.Dataset  # the whole train split: infinite, batched, augmented
-    test: tf.data.Dataset  # finite, batched, not augmented
+    train: tf.data.Dataset  # the train images: infinite, batched, augmented
+    test: tf.data.Dataset  # what the network is evaluated on: finite, batched, not augmented
     # train_from(n): the same stream without its first n batches (a resumed run).
     train_from: Callable[[int], tf.data.Dataset] = dataclasses.field(repr=False)
+    num_train: int = 0  # Images in `train`.
+    # What `test` holds: "test" (the test split) or "validation" (the last
+    # part of the train split, held out from `train`).
+    evaluated_on: str = "test"
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        return self.info.num_train // batch_size
+        return self.num_train // batch_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,10 +233,16 @@ def load_train_data(
     cutout: int = 0,
     eval_batch_size: int | None = None,
     augmentation: str = "crop_flip",
+    validation_portion: float = 0.0,
 ) -> TrainData:
     """Validate `spec` and build the pipelines that train a network on the whole
     train split and test it on the test split.  Same sources and statistics
     rules as `load_search_data`.
+
+    validation_portion > 0: train on the first 1 - validation_portion of the
+    train split and evaluate on the rest (the search's search-val for
+    --train_portion = 1 - validation_portion) instead of the test split: how
+    architectures are compared without looking at the test set.
 
     augmentation: `crop_flip` (pad, random crop, flip where it fits),
     `imagenet` (the ImageNet recipe, `imagenet_aug`: train images keep their
@@ -246,14 +256,26 @@ def load_train_data(
     if augmentation not in TRAIN_AUGMENTATIONS:
         raise DataError(f"--augmentation must be one of {list(TRAIN_AUGMENTATIONS)}, "
                         f"got {augmentation!r}")
+    if not 0.0 <= validation_portion < 1.0:
+        raise DataError(f"--validation_portion must be in [0, 1), got {validation_portion!r}")
     recipe = augmentation == "imagenet"
-    splits = _load_splits(spec, data_dir, _Sizing(image_size, native_train=recipe))
-    num_train = splits.num_search_train + splits.num_search_val
+    if recipe and validation_portion:  # Held-out images would keep their native size.
+        raise DataError("--validation_portion does not work with --augmentation=imagenet")
+    sizing = _Sizing(image_size, native_train=recipe)
+    if validation_portion:
+        splits = _load_splits(spec, data_dir, sizing, train_portion=1.0 - validation_portion)
+        train, num_train, evaluated = splits.search_train, splits.num_search_train, "validation"
+        if splits.num_search_val < 1:
+            raise DataError(f"--validation_portion={validation_portion} holds out no image of "
+                            f"the {splits.num_search_train} in the train split")
+    else:
+        splits = _load_splits(spec, data_dir, sizing)
+        train = splits.search_train.concatenate(splits.search_val)  # The halves, in order.
+        num_train, evaluated = splits.num_search_train + splits.num_search_val, "test"
+        _check_test_split(splits)
     if num_train < batch_size:
-        raise DataError(f"the train split has only {num_train} images but the batch size is "
-                        f"{batch_size}; use a smaller --batch_size or more data")
-    _check_test_split(splits)
-    train = splits.search_train.concatenate(splits.search_val)  # The halves, in order.
+        raise DataError(f"the train split has only {num_train} images to train on but the "
+                        f"batch size is {batch_size}; use a smaller --batch_size or more data")
     info = _dataset_info(spec, splits, train)
     if recipe:
         size = info.image_shape[0]
@@ -265,11 +287,14 @@ def load_train_data(
     train_from = functools.partial(_train_pipeline, train, num_train, batch_size=batch_size,
                                    seed=seed, stream=2, transform=transform, info=info,
                                    cutout_size=cutout)
+    evaluation = splits.search_val if validation_portion else splits.test
     return TrainData(
         info=info,
         train=train_from(0),
-        test=_eval_pipeline(splits.test, eval_batch_size or batch_size, info),
+        test=_eval_pipeline(evaluation, eval_batch_size or batch_size, info),
         train_from=train_from,
+        num_train=num_train,
+        evaluated_on=evaluated,
     )
 
 

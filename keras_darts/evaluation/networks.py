@@ -107,16 +107,29 @@ class EvalCell(ops.BuiltLayer):
         self.concat = tuple(int(i) for i in concat)
         self.channels = channels
         self.reduction = reduction
-        if reduction_prev:
-            self.preprocess0 = ops.FactorizedReduce(channels, affine=True,
-                                                    in_channels=prev_prev_channels)
-        else:
-            self.preprocess0 = ops.ReLUConvBN(channels, affine=True,
-                                              in_channels=prev_prev_channels)
-        self.preprocess1 = ops.ReLUConvBN(channels, affine=True, in_channels=prev_channels)
+        self._check_concat()
+        self.preprocess0, self.preprocess1 = self._make_preprocessing(
+            prev_prev_channels, prev_channels, reduction_prev)
         self.cell_ops = [ops.make_op(op, channels, 2 if reduction and j < 2 else 1, affine=True,
                                      family=op_family, **(op_options or {}))
                          for op, j in self.pairs]
+
+    def _check_concat(self):
+        if self.reduction and any(i < 2 for i in self.concat):
+            raise GenotypeError(
+                f"genotype: 'reduce_concat' {list(self.concat)} includes a cell input "
+                "(0 or 1), which a reduction cell does not downsample; use node indices >= 2")
+
+    def _make_preprocessing(self, prev_prev_channels, prev_channels, reduction_prev):
+        """The layers that bring the two inputs to C channels and one size (applied
+        after a ReLU): always a 1x1 ReLUConvBN, FactorizedReduce for input 0 after
+        a reduction."""
+        c = self.channels
+        if reduction_prev:
+            first = ops.FactorizedReduce(c, affine=True, in_channels=prev_prev_channels)
+        else:
+            first = ops.ReLUConvBN(c, affine=True, in_channels=prev_prev_channels)
+        return first, ops.ReLUConvBN(c, affine=True, in_channels=prev_channels)
 
     @property
     def num_nodes(self):
@@ -129,8 +142,8 @@ class EvalCell(ops.BuiltLayer):
     def call(self, s0, s1, drop_prob=None, seed=None, training=False):
         """Cell output.  In training, `drop_prob` (scalar tensor) and `seed` ([2]
         integers) apply drop path to every op output except identities."""
-        states = [self.preprocess0(tf.nn.relu(s0), training=training),
-                  self.preprocess1(tf.nn.relu(s1), training=training)]
+        states = [self._preprocess(self.preprocess0, s0, training),
+                  self._preprocess(self.preprocess1, s1, training)]
         relu_states = {}  # ReLU(state) once per state, for the ops that start with it.
         for node in range(self.num_nodes):
             terms = []
@@ -146,6 +159,19 @@ class EvalCell(ops.BuiltLayer):
                     y = drop_path(y, drop_prob, tf.random.experimental.stateless_fold_in(seed, k))
                 terms.append(y)
             states.append(terms[0] + terms[1])
+        return self._output(states, training)
+
+    @staticmethod
+    def _preprocess(layer, state, training):
+        """ReLU and `layer` (the cell's preprocessing of one input); a cell
+        input that needs none (layer None, NAO cells) is used as it is."""
+        if layer is None:
+            return state
+        return layer(tf.nn.relu(state), training=training)
+
+    def _output(self, states, training):
+        """The channel concat of the `concat` states."""
+        del training
         return tf.concat([states[i] for i in self.concat], axis=-1)
 
 
@@ -187,12 +213,7 @@ def _as_genotype(genotype):
     if isinstance(genotype, str):
         genotype = genotype_lib.load_genotype(genotype)
     data = genotype if isinstance(genotype, dict) else genotype.to_json_dict()
-    genotype = genotype_lib.from_json_dict(data, where="genotype")
-    if any(i < 2 for i in genotype.reduce_concat):
-        raise GenotypeError(
-            f"genotype: 'reduce_concat' {list(genotype.reduce_concat)} includes a cell input "
-            "(0 or 1), which a reduction cell does not downsample; use node indices >= 2")
-    return genotype
+    return genotype_lib.from_json_dict(data, where="genotype")
 
 
 def _halved(size):
@@ -203,17 +224,30 @@ class EvalNetwork(keras.Model):
     """Stem, cells from a genotype, auxiliary head, global pool and classifier.
 
     Subclasses define the stem (`_make_stem`, `_stem`) and the auxiliary head's
-    pooling (`AUX_POOL_STRIDE`, `AUX_BN_AFTER_EXPAND`).
+    pooling (`AUX_POOL_STRIDE`, `AUX_BN_AFTER_EXPAND`); `CELL` is the cell class
+    (an `EvalCell` or a subclass with the same constructor, e.g. NAO's cell in
+    keras_darts/evaluation/nao_network.py), `check_genotype` what it accepts.
     """
 
     AUX_POOL_STRIDE = None
     AUX_BN_AFTER_EXPAND = None
     DEFAULT_INPUT_SHAPE = None
+    CELL = EvalCell
+
+    @classmethod
+    def check_genotype(cls, genotype):
+        """Raises GenotypeError for a (well-formed) genotype this network cannot build."""
+        del genotype  # DARTS cells take any genotype; EvalCell checks its concat.
 
     def __init__(self, genotype, num_classes, channels, num_layers, auxiliary=True,
-                 input_shape=None, op_options=None, **kwargs):
+                 input_shape=None, op_options=None, dropout_rate=0.0, **kwargs):
         super().__init__(**kwargs)
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ConfigError(f"dropout rate must be in [0, 1), got {dropout_rate}")
+        # Dropout on the pooled features in training (NAO's recipe: 0.4; DARTS's: none).
+        self.dropout_rate = float(dropout_rate)
         self.genotype = _as_genotype(genotype)
+        self.check_genotype(self.genotype)
         # Options of the genotype's op family, e.g. {"mid_channels": 96} (sharpDARTS).
         self.op_options = dict(op_options or {})
         try:
@@ -243,9 +277,9 @@ class EvalNetwork(keras.Model):
                 current *= 2
                 size = _halved(size)
             pairs, concat = self.genotype.cell(reduction)
-            cell = EvalCell(pairs, concat, prev_prev, prev, current, reduction, reduction_prev,
-                            op_family=self.genotype.op_family, op_options=self.op_options,
-                            name=f"cell_{i}")
+            cell = self.CELL(pairs, concat, prev_prev, prev, current, reduction, reduction_prev,
+                             op_family=self.genotype.op_family, op_options=self.op_options,
+                             name=f"cell_{i}")
             self.eval_cells.append(cell)
             reduction_prev = reduction
             prev_prev, prev = prev, cell.out_channels
@@ -291,7 +325,8 @@ class EvalNetwork(keras.Model):
         return {**super().get_config(), "genotype": self.genotype.to_json_dict(),
                 "num_classes": self.num_classes, "channels": self.channels,
                 "num_layers": self.num_layers, "auxiliary": self.auxiliary,
-                "input_shape": list(self.image_shape), "op_options": dict(self.op_options)}
+                "input_shape": list(self.image_shape), "op_options": dict(self.op_options),
+                "dropout_rate": self.dropout_rate}
 
     # -- forward ---------------------------------------------------------------
     def call(self, images, training=False):
@@ -302,6 +337,10 @@ class EvalNetwork(keras.Model):
             drop_prob = tf.convert_to_tensor(self.drop_path_prob)
             seed = self._next_seed()
         pooled, aux_logits = self._forward(images, training, drop_prob, seed)
+        if training and self.dropout_rate:  # Its seed: after the cells' (0..L-1).
+            pooled = tf.nn.experimental.stateless_dropout(
+                pooled, self.dropout_rate,
+                tf.random.experimental.stateless_fold_in(seed, len(self.eval_cells)))
         logits = self.classifier(pooled)
         return logits if aux_logits is None else (logits, aux_logits)
 
@@ -411,15 +450,46 @@ class NetworkImageNet(EvalNetwork):
         return s0, self.stem1(s0, training=training)
 
 
+# Network classes by kind (`--network`) for DARTS-rule cells: every op family's
+# genotype builds with these unless its family registers its own below.
 NETWORKS = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
+# Op family -> {kind: network class} for families whose cells follow another rule
+# (NAO: keras_darts/evaluation/nao_network.py).  Keyed by op family because the
+# family is what a genotype file carries, and a family's op names mean its cells.
+_FAMILY_NETWORKS = {}
+
+
+def register_networks(op_family, networks):
+    """Genotypes of `op_family` build with `networks` ({kind: EvalNetwork subclass})."""
+    if op_family in _FAMILY_NETWORKS:
+        raise ValueError(f"networks of op family '{op_family}' are already registered")
+    unknown = sorted(set(networks) - set(NETWORKS))
+    if unknown:
+        raise ValueError(f"unknown network kind(s) {unknown}; known: {sorted(NETWORKS)}")
+    _FAMILY_NETWORKS[op_family] = dict(networks)
+
+
+def network_class(genotype, kind="cifar"):
+    """The network class building `genotype` (a Genotype) as a `kind` network."""
+    if kind not in NETWORKS:
+        raise ConfigError(f"unknown network kind '{kind}'; known: {sorted(NETWORKS)}")
+    networks = _FAMILY_NETWORKS.get(genotype.op_family, NETWORKS)
+    if kind not in networks:
+        raise ConfigError(f"genotypes of op family '{genotype.op_family}' have no '{kind}' "
+                          f"network; known: {sorted(networks)}")
+    return networks[kind]
 
 
 def build_network(genotype, kind="cifar", **kwargs):
-    """`NetworkCIFAR` (kind "cifar") or `NetworkImageNet` ("imagenet") from a genotype;
-    a HyperCuboid path builds its `ChainNetwork` (of `num_classes`, `input_shape`)."""
+    """`NetworkCIFAR` (kind "cifar") or `NetworkImageNet` ("imagenet") from a genotype,
+    or the network its op family registered (`register_networks`); a HyperCuboid
+    path builds its `ChainNetwork` (of `num_classes`, `input_shape`)."""
     if hypercuboid.is_path(genotype):
         return ChainNetwork(genotype, num_classes=kwargs.get("num_classes", 10),
                             input_shape=kwargs.get("input_shape") or (32, 32, 3))
-    if kind not in NETWORKS:
-        raise ConfigError(f"unknown network kind '{kind}'; known: {sorted(NETWORKS)}")
-    return NETWORKS[kind](genotype, **kwargs)
+    genotype = _as_genotype(genotype)
+    return network_class(genotype, kind)(genotype, **kwargs)
+
+
+# Families with networks of their own register them on import (new ones: below).
+from keras_darts.evaluation import nao_network  # noqa: E402,F401,I001

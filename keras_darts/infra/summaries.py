@@ -404,6 +404,16 @@ class EpochWriter:
             tf.summary.text("genotype/text", genotype_markdown(genotype))
             tf.summary.image("genotype/cells", genotype_image(genotype)[None], max_outputs=1)
 
+    def histogram(self, step, tag, values):
+        """A distribution of `values` (e.g. every pool architecture's score)."""
+        with self._writer.as_default(step=int(step)):
+            tf.summary.histogram(tag, np.asarray(values, np.float32))
+
+    def image(self, step, tag, image):
+        """One uint8 RGB image [H, W, 3] (e.g. a scatter plot)."""
+        with self._writer.as_default(step=int(step)):
+            tf.summary.image(tag, np.asarray(image)[None], max_outputs=1)
+
     def text(self, step, tag, markdown):
         """A markdown text summary (TensorBoard's Text tab renders tables)."""
         with self._writer.as_default(step=int(step)):

@@ -7,6 +7,7 @@
 | `edas` | `edas.py` | one sampled edge relaxed, the others clamped (EDAS) |
 | `msr` | `msr.py` | spectrally normalised weights, softmax(-srank) mixing (MSR-DARTS) |
 | `hypercuboid` | `hypercuboid.py` | alphas and weights of a grid of widths (HyperCuboid) |
+| `nao_v2` | `nao_v2/` | a one-shot supernet on sampled architectures, NAO controller (NAO-V2) |
 
 A method is a `keras_darts.methods.base.SearchMethod` subclass in its own
 module, registered with `@register`; add its import at the bottom of this
@@ -42,4 +43,4 @@ def register(method_cls):
 
 
 # Built-in methods register themselves on import.
-from keras_darts.methods import blank, darts, edas, hypercuboid, msr  # noqa: E402,F401
+from keras_darts.methods import blank, darts, edas, hypercuboid, msr, nao_v2  # noqa: E402,F401

@@ -12,12 +12,17 @@ calls at fixed points of every run:
     model = method.build_supernet(num_classes, image_shape)    # in strategy.scope()
     step = method.build_step(model, strategy)                  # in strategy.scope()
     checkpoint = tf.train.Checkpoint(..., **method.checkpoint_state())
-    for each epoch:
+    method.run_epochs(run)       # default: run.run_epoch(epoch) for each epoch left:
         step.set_weight_lr(method.weight_lr(epoch, epochs))
         method.start_epoch(epoch, epochs, fresh)
         ... step.step(train_batch, val_batch if method.trains_alphas else None) ...
         scalars = method.write_epoch(number, result, alphas_dir, writer)
     method.end_of_run(summary)
+
+Tools that study a trained supernet (tools/rank_correlation.py) ask the method
+for `random_genotypes(rng, count)` of its space and `score_genotype(run,
+genotype, index)` inside the restored supernet, so they never ask which method
+made the run.
 
 docs/extending.md walks through adding one.
 """
@@ -29,11 +34,15 @@ from keras_darts.errors import ConfigError
 from keras_darts.infra.fileio import write_json
 from keras_darts.methods.bilevel import BilevelSearch
 from keras_darts.settings import NoSettings
+from keras_darts.space import plans
 from keras_darts.space.supernet import SearchNetwork
 
 ALL_STRATEGIES = ("default", "mirrored", "multi_worker")
 # Config fields that describe a cell supernet (see SearchMethod.cell_supernet).
 CELL_FLAGS = ("space", "primitives", "nodes", "stem_multiplier", "recompute")
+# Draws per requested architecture before `random_genotypes` gives up (a space
+# smaller than the request).
+SAMPLE_ATTEMPTS_PER_ARCH = 100
 
 
 class SearchMethod:
@@ -121,6 +130,13 @@ class SearchMethod:
         return f"alphas {len(self.model.arch_variables)} x {', '.join(map(str, shapes))}"
 
     # -- hooks -----------------------------------------------------------------
+    def run_epochs(self, run):
+        """The search's epochs left after a resume, through the harness's phase
+        API (keras_darts/runs/search_run.py); a method with work between epochs
+        (NAO-V2's rounds) runs its own loop of `run.run_epoch(epoch)`."""
+        for epoch in range(int(run.epoch.numpy()), self.config.epochs):
+            run.run_epoch(epoch)
+
     def weight_lr(self, epoch, epochs):
         """The weight learning rate of 0-based search `epoch`."""
         cfg = self.config
@@ -152,3 +168,47 @@ class SearchMethod:
         """After the final genotype is written, before results.json: `summary`
         is the results dict; returns it (a method may add entries)."""
         return summary
+
+    # -- studying a trained supernet -------------------------------------------
+    def random_genotypes(self, rng, count):
+        """`count` distinct uniformly random genotypes of this method's space
+        (`rng`: a numpy Generator).  Cell spaces: every node keeps
+        `inputs_per_node` inputs (distinct where the space says so, listed in
+        ascending order), each with an op drawn uniformly from the space's
+        candidate ops (never `never_chosen`, e.g. `none`); concat by the space's
+        rule.  A method without a cell space raises ConfigError."""
+        if not self.cell_supernet:
+            raise ConfigError(f"--method={self.name} searches no cell space: it has no random "
+                              "architectures to sample")
+        space = self.config.search_space()
+        ops = [space.primitives[k] for k in space.candidate_ops()]
+        seen, genotypes = set(), []
+        for _ in range(SAMPLE_ATTEMPTS_PER_ARCH * count):
+            genotype = space.genotype({t: _random_cell(rng, space, ops) for t in space.cell_types})
+            if genotype not in seen:
+                seen.add(genotype)
+                genotypes.append(genotype)
+                if len(genotypes) == count:
+                    return genotypes
+        raise ConfigError(f"the space of this run has fewer than {count} distinct "
+                          f"architectures (found {len(genotypes)}); ask for fewer")
+
+    def score_genotype(self, run, genotype, index):
+        """Accuracy of the discrete `genotype` inside the trained supernet of
+        `run` (a restored `SearchRun`), as this method scores architectures;
+        `index` numbers the genotype in its study (a method drawing a random
+        batch per architecture seeds it with the index).  Default: only the
+        genotype's ops on its edges, BatchNorm batch statistics, on all of
+        search-val (what tools/compare_selection.py reports)."""
+        _, accuracy = run.evaluate(run.data.search_val_eval, plans.Discrete(genotype))
+        return float(accuracy)
+
+
+def _random_cell(rng, space, ops):
+    """(op, input) pairs of one uniformly random cell of a `SearchSpace`."""
+    pairs = []
+    for node in range(space.num_nodes):
+        inputs = rng.choice(space.num_cell_inputs + node, size=space.inputs_per_node,
+                            replace=not space.distinct_inputs)
+        pairs += [(ops[rng.integers(len(ops))], int(j)) for j in sorted(inputs)]
+    return pairs

@@ -12,10 +12,12 @@ writes it with the method's architecture artefacts and TensorBoard summaries,
 and saves a checkpoint (weights, alphas, both optimizers, the method's own
 state, epoch and step), so `--resume` loses at most the running step.
 
-What a selection phase may use (its API, keep it small): `config`, `data`,
-`model`, `search` (the step), `epoch`, `train_epoch(epoch, epochs)`,
-`evaluate(dataset, plan)`, `save()`, `stop_if_requested()`,
-`at_epoch_start(epochs_done)`, `output_path(...)`, `chief_path(...)`.
+What a selection phase, or a method that runs its own loop of epochs
+(`SearchMethod.run_epochs`), may use (its API, keep it small): `config`,
+`data`, `model`, `search` (the step), `epoch`, `writer`, `run_epoch(epoch)`,
+`train_epoch(epoch, epochs)`, `evaluate(dataset, plan)`, `save()`,
+`stop_if_requested()`, `at_epoch_start(epochs_done)`, `output_path(...)`,
+`chief_path(...)`.
 """
 
 import dataclasses
@@ -129,10 +131,13 @@ class SearchRun(RunLoop):
             # Epochs finished (search, then selection tuning) and search steps
             # taken: the step count is also the position in both data streams.
             self.make_counters()
+        # A step without architecture weights (a sampled one-shot supernet) has
+        # no architecture optimizer.
+        optimizers = {"weight_optimizer": self.search.weight_optimizer,
+                      "arch_optimizer": getattr(self.search, "arch_optimizer", None)}
         self.track(self.paths.checkpoints, cfg.keep_checkpoints,
                    network_weights=checkpointable_weights(self.model),  # Not model=: see there.
-                   weight_optimizer=self.search.weight_optimizer,
-                   arch_optimizer=self.search.arch_optimizer,
+                   **{k: v for k, v in optimizers.items() if v is not None},
                    **self.method.checkpoint_state())
         self._gather = replicas.make_gather(self.strategy)
 
@@ -233,8 +238,7 @@ class SearchRun(RunLoop):
                      self.data.info.num_classes)
         self._open_streams()
         with EpochWriter(self.paths.tensorboard) as self.writer, StopOnSignal() as self._stop:
-            for epoch in range(int(self.epoch.numpy()), cfg.epochs):
-                self._run_epoch(epoch)
+            self.method.run_epochs(self)
             return self._select_and_finish()
 
     def select_from(self, source_dir):
@@ -275,7 +279,9 @@ class SearchRun(RunLoop):
                    {"selection": self.config.selection, "scores": result.scores})
         return self._finish(result, seconds)
 
-    def _run_epoch(self, epoch):
+    def run_epoch(self, epoch):
+        """Search epoch `epoch` (0-based; the rest of it when resumed inside it):
+        steps, evaluation, read-out, outputs, checkpoint."""
         cfg = self.config
         lr = self.method.weight_lr(epoch, cfg.epochs)
         self.search.set_weight_lr(lr)

@@ -65,14 +65,15 @@ def build_network(config, info, genotype):
     return eval_net.build_network(
         genotype, kind=config.network, num_classes=info.num_classes, channels=config.channels,
         num_layers=config.layers, input_shape=info.image_shape, auxiliary=config.auxiliary,
-        op_options=config.op_options())
+        op_options=config.op_options(), dropout_rate=config.dropout_rate)
 
 
 def _check_chain_settings(config):
     """A HyperCuboid path trains as a chain network, which has its widths from
     the path, no cells, no auxiliary head and no drop path: flags for those
     would be ignored (docs/methods/hypercuboid.md#chain-network)."""
-    for name in config.changed_fields(("network", "channels", "layers", "mid_channels")):
+    for name in config.changed_fields(("network", "channels", "layers", "mid_channels",
+                                       "dropout_rate")):
         raise ConfigError(f"--{name} does not apply to a HyperCuboid path (--genotype="
                           f"{config.genotype}): the path sets the network")
     if config.auxiliary or config.drop_path_prob:
@@ -126,7 +127,7 @@ class TrainRun(RunLoop):
             image_size=cfg.image_size or None, seed=cfg.seed,
             crop_padding=None if cfg.crop_padding < 0 else cfg.crop_padding,
             cutout=cfg.cutout, eval_batch_size=cfg.eval_batch_size or None,
-            augmentation=cfg.augmentation)
+            augmentation=cfg.augmentation, validation_portion=cfg.validation_portion)
         data_lib.check_image_size(min(self.data.info.image_shape[:2]), _reductions(cfg))
         self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(cfg.batch_size)
 
@@ -180,7 +181,7 @@ class TrainRun(RunLoop):
                      "images", cfg.network, cfg.genotype, self.model.count_weight_params(),
                      self.model.count_weight_params(include_auxiliary=True), cfg.layers,
                      cfg.channels, self.steps_per_epoch, cfg.epochs, info.name,
-                     info.image_shape, info.num_classes, info.num_train)
+                     info.image_shape, info.num_classes, self.data.num_train)
         start = int(self.global_step.numpy())
         train_iter = iter(self.training.distribute(self.data.train_from(start)))
         self._test = None
@@ -206,7 +207,7 @@ class TrainRun(RunLoop):
         last = epoch + 1 == cfg.epochs
         if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
             self._test = self.evaluate(self.data.test)
-            scalars.update({"eval/test_loss": self._test[0], "eval/test_accuracy": self._test[1]})
+            scalars.update(self._eval_scalars())
         writer.scalars(epoch + 1, scalars)
         writer.flush()
         self.epoch.assign(epoch + 1)
@@ -214,8 +215,9 @@ class TrainRun(RunLoop):
         self.stop_if_requested()
         # Includes testing and the checkpoint.
         seconds, eta = self.epoch_took(start, cfg.epochs - epoch - 1)
-        tested = (f" | test loss {self._test[0]:.4f} acc {self._test[1]:.4f}"
-                  if "eval/test_accuracy" in scalars else "")
+        tested = (f" | {self.data.evaluated_on} loss {self._test[0]:.4f} acc "
+                  f"{self._test[1]:.4f}" if self._eval_scalars().keys() <= scalars.keys()
+                  else "")
         logging.info("epoch %d/%d: train loss %.4f acc %.3f%s | lr %.5f, drop path %.3f | "
                      "%s, ETA %s", epoch + 1, cfg.epochs, means["loss"], means["accuracy"],
                      tested, lr, drop_prob, format_duration(seconds), format_duration(eta))
@@ -233,23 +235,30 @@ class TrainRun(RunLoop):
         """Mean cross entropy and accuracy over `dataset` in eval mode."""
         return mean_loss_and_accuracy(self.training.distribute(dataset), self.training.evaluate)
 
+    def _eval_scalars(self):
+        """TensorBoard scalars of the latest evaluation ("eval/test_*", or with
+        --validation_portion "eval/validation_*")."""
+        name = self.data.evaluated_on
+        return {f"eval/{name}_loss": self._test[0], f"eval/{name}_accuracy": self._test[1]}
+
     def _finish(self, writer):
         cfg, info = self.config, self.data.info
         if self._test is None:  # Resumed after the last epoch: nothing tested yet.
             self._test = self.evaluate(self.data.test)
-            writer.scalars(cfg.epochs, {"eval/test_loss": self._test[0],
-                                        "eval/test_accuracy": self._test[1]})
+            writer.scalars(cfg.epochs, self._eval_scalars())
         test_loss, test_acc = self._test
-        summary = {"genotype": self.genotype.to_json_dict(), "test_loss": test_loss,
-                   "test_accuracy": test_acc, "epochs": cfg.epochs,
+        name = self.data.evaluated_on
+        summary = {"genotype": self.genotype.to_json_dict(), f"{name}_loss": test_loss,
+                   f"{name}_accuracy": test_acc, "epochs": cfg.epochs,
                    "weight_params": self.model.count_weight_params(),
                    "weight_params_with_auxiliary":
                        self.model.count_weight_params(include_auxiliary=True),
-                   "num_classes": info.num_classes, "num_test": info.num_test,
+                   "num_classes": info.num_classes,
+                   f"num_{name}": info.num_test if name == "test" else info.num_search_val,
                    "train_seconds_this_process": round(sum(self._epoch_times), 1)}
         write_json(self.files.results, summary)
-        logging.info("training done: test accuracy %.4f (chance %.3f), loss %.4f; results "
-                     "in %s", test_acc, 1.0 / info.num_classes, test_loss, self.files.results)
+        logging.info("training done: %s accuracy %.4f (chance %.3f), loss %.4f; results "
+                     "in %s", name, test_acc, 1.0 / info.num_classes, test_loss, self.files.results)
         return summary
 
 

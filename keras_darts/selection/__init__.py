@@ -17,6 +17,7 @@ its settings (keras_darts/settings.py) and one of two kinds:
 | `magnitude` | `magnitude.py` | read-out (DARTS) |
 | `stable_rank` | `stable_rank.py` | read-out (MSR-DARTS's minimum stable rank) |
 | `perturbation` | `perturbation.py` | phase (DARTS-PT) |
+| `pool` | `pool.py` | read-out (the best of a sampling method's scored pool: NAO-V2) |
 """
 
 import dataclasses
@@ -90,6 +91,6 @@ def select(name, model, settings=None):
 
 
 # Built-in criteria register themselves on import.
-from keras_darts.selection import magnitude, perturbation, stable_rank  # noqa: E402
+from keras_darts.selection import magnitude, perturbation, pool, stable_rank  # noqa: E402
 
-BUILT_IN = (magnitude, perturbation, stable_rank)
+BUILT_IN = (magnitude, perturbation, pool, stable_rank)

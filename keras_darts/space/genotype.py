@@ -10,11 +10,14 @@ intermediate node i.  On disk it is JSON of exactly this shape::
 plus, for ops of another op family than DARTS's (keras_darts/ops/registry.py),
 `"op_family": "sharp"`: the same op names are other layers there (sharpDARTS's
 `sep_conv_3x3` is a SharpSepConv).  Files without the key are DARTS genotypes.
+A file holding only integers is NAO's text form of an architecture (40
+integers, keras_darts/space/nao_arch.py): it loads as the "nao" genotype.
 """
 
 import dataclasses
 import json
 import os
+import re
 
 from keras_darts.errors import GenotypeError
 from keras_darts.infra.fileio import atomic_write_text
@@ -150,18 +153,46 @@ def from_json_dict(data, known_ops=None, where="genotype"):
     return Genotype(**{k: data[k] for k in _KEYS}, op_family=op_family)
 
 
+# Only integers (signs allowed, for a clear range error), whitespace and commas.
+_NAO_TEXT = re.compile(r"[\s,]*-?\d[-\d\s,]*")
+
+
 def load(path, known_ops=None):
     """Reads a genotype JSON file (or a HyperCuboid path.json: a
-    `keras_darts.space.hypercuboid.GridPath`); raises GenotypeError with the
-    path on any problem."""
+    `keras_darts.space.hypercuboid.GridPath`, or NAO's 40-integer text form: a
+    "nao" genotype); raises GenotypeError with the path on any problem."""
     if not os.path.isfile(path):
         raise GenotypeError(f"genotype file not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            text = f.read()
+    except UnicodeDecodeError as e:
         raise GenotypeError(f"{path}: not valid JSON ({e})") from None
+    if _NAO_TEXT.fullmatch(text):
+        genotype = _nao_genotype(text, where=path)
+        if known_ops is not None:  # E.g. a network with a restricted op set.
+            from_json_dict(genotype.to_json_dict(), known_ops, where=path)
+        return genotype
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise GenotypeError(f"{path}: not valid JSON ({e}) nor NAO's 40 integers") from None
     return parse(data, known_ops=known_ops, where=path)
+
+
+def _nao_genotype(text, where):
+    from keras_darts.space import nao_arch  # It builds on this module.
+
+    return nao_arch.to_genotype(nao_arch.parse_text(text, where=where))
+
+
+def save_nao_text(genotype, path):
+    """Writes a NAO-space genotype as NAO's 40 integers (one line), atomically;
+    GenotypeError if it is not one (`nao_arch.from_genotype`)."""
+    from keras_darts.space import nao_arch
+
+    arch = nao_arch.from_genotype(genotype, where=f"genotype for {path}")
+    atomic_write_text(path, nao_arch.to_text(arch) + "\n")
 
 
 def parse(data, known_ops=None, where="genotype"):
@@ -195,12 +226,13 @@ def load_genotype(path_or_name, known_ops=None):
         if known_ops is not None:  # E.g. a network with a restricted op set.
             from_json_dict(genotype.to_json_dict(), known_ops, where=f"genotype {path_or_name}")
         return genotype
-    if os.path.exists(path_or_name) or path_or_name.endswith(".json") or os.sep in path_or_name:
+    if (os.path.exists(path_or_name) or path_or_name.endswith((".json", ".txt"))
+            or os.sep in path_or_name):
         return load(path_or_name, known_ops=known_ops)
     raise GenotypeError(
         f"unknown genotype name '{path_or_name}'; known names: "
         f"{', '.join(genotypes_published.names() + sorted(hypercuboid.PUBLISHED))} (or give "
-        "the path of a genotype JSON file)")
+        "the path of a genotype JSON file or of NAO's 40 integers)")
 
 
 def __getattr__(name):

@@ -2,10 +2,10 @@
 
 Every genotype is written as its source publishes it
 (docs/evaluation.md#published-genotypes): `op:input` pairs, two per node, with the
-abbreviations of `_ABBREVIATIONS`.  `param_counts` holds the exact parameter
-counts the reference code's layer shapes give (trainable
-weights; BatchNorm moving statistics excluded), per evaluation setting of
-`PAPER_SETTINGS`: (without auxiliary head, with it or None when not given).
+abbreviations of `_ABBREVIATIONS`; NAO's cells as their 40 integers.
+`param_counts` holds the exact parameter counts the reference code's layer
+shapes give (trainable weights; BatchNorm moving statistics excluded), per
+evaluation setting of `PAPER_SETTINGS`: (without auxiliary head, with it or None when not given).
 `reported_*` are the papers' own figures, verbatim.
 
 Look a genotype up by name with `keras_darts.space.genotype.load_genotype(name)`.
@@ -13,6 +13,7 @@ Look a genotype up by name with `keras_darts.space.genotype.load_genotype(name)`
 
 import dataclasses
 
+from keras_darts.space import nao_arch
 from keras_darts.space.genotype import Genotype
 
 _ABBREVIATIONS = {
@@ -34,6 +35,13 @@ PAPER_SETTINGS = {
     # sharpDARTS's ImageNet run of its choke cell with a middle width of 96.
     "imagenet_mid96": {"kind": "imagenet", "channels": 48, "num_layers": 14,
                        "num_classes": 1000, "op_options": {"mid_channels": 96}},
+    # NAO's networks: N cells per stage, 3N + 2 cells.  CIFAR-10 at N=6 (= "cifar10",
+    # but the auxiliary head's input is the loose ends of the reduction cell), at
+    # NAO-V2's search size N=3, and ImageNet at N=4.
+    "cifar10_nao": {"kind": "cifar", "channels": 36, "num_layers": 20, "num_classes": 10},
+    "cifar10_nao_search": {"kind": "cifar", "channels": 20, "num_layers": 11,
+                           "num_classes": 10},
+    "imagenet_nao": {"kind": "imagenet", "channels": 52, "num_layers": 14, "num_classes": 1000},
 }
 
 
@@ -169,6 +177,38 @@ _ENTRIES += [
            "not reported", "-", {"cifar10": (3_546_550, 4_022_976)},
            "Searched over --primitives=sharpsep_darts with --weighting=max_w (the later of the "
            "reference's two definitions)."),
+]
+
+
+_NAO_SOURCE = ("NAO (Luo et al., NeurIPS 2018, arXiv 1808.07233) / NAO-V2 (arXiv 1909.11926); "
+               "renqianluo/NAO_pytorch")
+
+
+def _nao(name, text, source, error, param_counts, note=""):
+    """A NAO genotype from its 40-integer form (keras_darts/space/nao_arch.py): op
+    family "nao", 5 nodes, loose-end concats.  NAO publishes no parameter counts
+    for these cells (the counts are derived from the layer shapes)."""
+    genotype = nao_arch.to_genotype(nao_arch.parse_text(text, where=name))
+    return PublishedGenotype(name, genotype, f"{_NAO_SOURCE} {source}", error,
+                             "not reported", param_counts, note)
+
+
+_ENTRIES += [
+    _nao("NAONet_V2",
+         "1 1 0 1 2 4 0 0 0 0 2 1 0 0 0 2 0 3 0 0 0 2 0 2 2 2 1 0 0 0 0 1 0 0 0 3 0 0 0 1",
+         "NAO_V2/train_NAONet_V2_*.sh (fixed_arc)",
+         "CIFAR-10 2.60 % (abstract; 2.57 % for the repo's NAONet-V2-36 checkpoint); "
+         "ImageNet mobile 74.4 % top-1 (abstract; README: 25.5 % top-1 / 8.2 % top-5 error)",
+         {"cifar10_nao": (4_387_654, 4_864_080), "cifar10_nao_search": (800_830, None),
+          "imagenet_nao": (7_026_850, 8_295_818)},
+         "NAO-V2's final cell; N=6 C=36 on CIFAR, N=4 C=52 on ImageNet (docs/evaluation.md"
+         "#nao-networks)."),
+    _nao("NAONet_B",
+         "0 1 0 2 0 1 2 2 1 3 0 2 4 0 1 3 2 1 0 3 1 1 1 0 2 1 2 4 1 0 2 3 3 1 2 2 0 2 0 2",
+         "NAO_V1/train_NAONet_B_*.sh (NAO-WS, small space)",
+         "CIFAR-10 2.93 % (C=36; NAO_V1 README)",
+         {"cifar10_nao": (2_921_302, 3_379_296)},
+         "NAONet-A is left out: it uses NAO's 11-op 'large' space."),
 ]
 
 # name -> PublishedGenotype; "DARTS" is the reference code's alias of DARTS_V2.

@@ -33,6 +33,12 @@ TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_
         "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1", "--epochs=3",
         "--recompute=none"]
 FINAL = ("alphas/epoch_003.json", "genotype.json")
+# Tiny settings of methods whose defaults are too big for TINY (added after it).
+METHOD_FLAGS = {"nao_v2": ["--layers=5", "--train_portion=0.8", "--nao_rounds=3",
+                           "--nao_initial_pool=6", "--nao_new_archs=3", "--nao_seed_archs=3",
+                           "--nao_score_batch=32", "--nao_controller_epochs=4",
+                           "--nao_controller_batch=8", "--nao_embedding_size=4",
+                           "--nao_expand=2", "--nao_rerank_top=1", "--nao_rerank_epochs=1"]}
 METHODS = methods.names()
 # Every method with its defaults, plus the plug-ins of another paper on top of
 # one (sharpDARTS's op family, mixing rule and schedule on DARTS).
@@ -44,9 +50,10 @@ cli_flags.define_search_flags()
 
 def _tiny(method):
     """TINY without the cell-supernet flags for a method that searches no cells."""
+    extra = METHOD_FLAGS.get(method, [])
     if methods.get(method).cell_supernet:
-        return TINY
-    return [f for f in TINY if f.split("=")[0][2:] not in CELL_FLAGS]
+        return TINY + extra
+    return [f for f in TINY if f.split("=")[0][2:] not in CELL_FLAGS] + extra
 
 
 def _command(out, method, *extra):
@@ -59,6 +66,9 @@ def _check_result(config, result):
     family with 2 nodes, or a grid path of its layers."""
     if hypercuboid.is_path(result):
         assert len(result.stages) == 2 * (config.layers // 2)
+        return
+    if not methods.get(config.method).cell_supernet:  # Its own space: valid in its family.
+        genotype_lib.from_json_dict(result.to_json_dict())
         return
     genotype_lib.from_json_dict(result.to_json_dict(), known_ops=ops.op_set(config.primitives))
     assert result.op_family == ops.op_set_family(config.primitives)

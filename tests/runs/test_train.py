@@ -282,6 +282,31 @@ def test_train_data_uses_the_whole_train_split_with_cutout():
         data_lib.load_train_data("digits", 32, cutout=-1)
 
 
+def test_validation_portion_trains_on_the_rest_and_evaluates_on_the_held_out_part(tmp_path):
+    whole = data_lib.load_train_data("digits", 32)
+    held = data_lib.load_train_data("digits", 32, validation_portion=0.25)
+    n = whole.num_train
+    assert (held.num_train, held.info.num_search_val) == (math.floor(n * 0.75), n - held.num_train)
+    assert held.steps_per_epoch(32) == held.num_train // 32
+    assert (whole.evaluated_on, held.evaluated_on) == ("test", "validation")
+    # The evaluation images are the train split's last quarter, not the test split.
+    search = data_lib.load_search_data("digits", 32, train_portion=0.75)
+    first = lambda ds: next(iter(ds))[0].numpy()
+    np.testing.assert_array_equal(first(held.test), first(search.search_val_eval))
+    assert not np.array_equal(first(held.test)[:8], first(whole.test)[:8])
+    with pytest.raises(DataError, match="--validation_portion must be in"):
+        data_lib.load_train_data("digits", 32, validation_portion=1.0)
+    with pytest.raises(DataError, match="does not work with --augmentation=imagenet"):
+        data_lib.load_train_data("digits", 32, validation_portion=0.1, augmentation="imagenet")
+    results = run_train(TrainConfig(output_dir=str(tmp_path / "run"), epochs=1,
+                                    validation_portion=0.2, **TINY_CONFIG))
+    assert 0.0 <= results["validation_accuracy"] <= 1.0 and "test_accuracy" not in results
+    assert results["num_validation"] == search.info.num_train - math.floor(
+        search.info.num_train * 0.8)
+    assert {"eval/validation_accuracy", "eval/validation_loss"} <= event_tags(
+        str(tmp_path / "run" / "tensorboard"))
+
+
 def test_train_flagfiles_carry_the_papers_settings():
     configs = {}
     for path in sorted(glob.glob(os.path.join(REPO, "flags", "train_*.cfg"))):
@@ -291,7 +316,12 @@ def test_train_flagfiles_carry_the_papers_settings():
         configs[os.path.basename(path)] = cli_flags.to_train_config(fv)
     assert set(configs) == {"train_quickstart.cfg", "train_cifar10.cfg",
                             "train_imagenet_mobile.cfg", "train_sharpdarts_cifar10.cfg",
-                            "train_hypercuboid_quickstart.cfg"}
+                            "train_hypercuboid_quickstart.cfg", "train_nao_v2_cifar10.cfg"}
+    nao = configs["train_nao_v2_cifar10.cfg"]
+    assert (nao.genotype, nao.channels, nao.layers, nao.epochs, nao.batch_size, nao.lr,
+            nao.lr_min, nao.weight_decay, nao.grad_clip, nao.dropout_rate, nao.drop_path_prob,
+            nao.auxiliary_weight, nao.cutout) == \
+        ("NAONet_V2", 36, 20, 600, 128, 0.025, 0.0, 5e-4, 5.0, 0.4, 0.2, 0.4, 16)
     chain = configs["train_hypercuboid_quickstart.cfg"]
     assert (chain.genotype, chain.auxiliary, chain.drop_path_prob) == \
         ("runs/hypercuboid_quickstart/path.json", False, 0.0)
