@@ -205,7 +205,8 @@ class TrainRun(RunLoop):
         scalars = {f"train/{k}": v for k, v in means.items()}
         scalars.update({"lr": lr, "drop_path_prob": drop_prob})
         last = epoch + 1 == cfg.epochs
-        if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+        evaluated = last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+        if evaluated:
             self._test = self.evaluate(self.data.test)
             scalars.update(self._eval_scalars())
         writer.scalars(epoch + 1, scalars)
@@ -216,8 +217,7 @@ class TrainRun(RunLoop):
         # Includes testing and the checkpoint.
         seconds, eta = self.epoch_took(start, cfg.epochs - epoch - 1)
         tested = (f" | {self.data.evaluated_on} loss {self._test[0]:.4f} acc "
-                  f"{self._test[1]:.4f}" if self._eval_scalars().keys() <= scalars.keys()
-                  else "")
+                  f"{self._test[1]:.4f}" if evaluated else "")
         logging.info("epoch %d/%d: train loss %.4f acc %.3f%s | lr %.5f, drop path %.3f | "
                      "%s, ETA %s", epoch + 1, cfg.epochs, means["loss"], means["accuracy"],
                      tested, lr, drop_prob, format_duration(seconds), format_duration(eta))

@@ -298,7 +298,8 @@ def test_validation_portion_trains_on_the_rest_and_evaluates_on_the_held_out_par
         data_lib.load_train_data("digits", 32, validation_portion=1.0)
     with pytest.raises(DataError, match="does not work with --augmentation=imagenet"):
         data_lib.load_train_data("digits", 32, validation_portion=0.1, augmentation="imagenet")
-    results = run_train(TrainConfig(output_dir=str(tmp_path / "run"), epochs=1,
+    # eval_every=0: evaluated after the last epoch only (what the re-rank runs).
+    results = run_train(TrainConfig(output_dir=str(tmp_path / "run"), epochs=2, eval_every=0,
                                     validation_portion=0.2, **TINY_CONFIG))
     assert 0.0 <= results["validation_accuracy"] <= 1.0 and "test_accuracy" not in results
     assert results["num_validation"] == search.info.num_train - math.floor(

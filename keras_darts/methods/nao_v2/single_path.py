@@ -152,8 +152,8 @@ class SinglePathStep:
         metrics.pop("arch_index")  # Also in self.last_index (not a metric to average).
         return metrics
 
-    def step_graph(self, train_batch):
-        """The traced graph of `step` (for analysis tools)."""
+    def step_graph(self, train_batch, val_batch=None):
+        """The traced graph of `step` (for analysis tools; `val_batch` as in `step`)."""
         return self._step.get_concrete_function(train_batch).graph
 
     def score(self, batch, arch):
