@@ -31,7 +31,8 @@ _spec.loader.exec_module(rank_correlation)
 DARTS_RUN = dict(dataset="digits", channels=4, layers=3, nodes=1, epochs=1, steps_per_epoch=2,
                  batch_size=8, eval_batch_size=720, log_every=0)
 # One round: no controller, every pool entry scored by the last round's draws.
-NAO_RUN = dict(dataset="digits", method="nao_v2", selection="pool", channels=4, layers=5,
+NAO_RUN = dict(dataset="digits", method="nao_v2", selection="pool", graph_optimizer="full",
+               channels=4, layers=5,
                batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=1, log_every=0,
                train_portion=0.8)
 NAO = dict(rounds=1, initial_pool=4, new_archs=2, seed_archs=2, score_batch=32,

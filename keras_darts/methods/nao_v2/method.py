@@ -125,7 +125,10 @@ class NaoV2(SearchMethod):
     strategies = ("default", "mirrored")
     strategy_note = "(built and tested on one machine)"
     trains_alphas = False
-    implied = {"selection": "pool"}
+    # Grappler's fast_compile mode leaves the supernet's branch functions un-inlined,
+    # and runs of one seed then differ (BUILD_NOTES.md 15.5); full Grappler costs
+    # ~1 s of tracing here.
+    implied = {"selection": "pool", "graph_optimizer": "full"}
     cell_supernet = False
 
     def __init__(self, config):

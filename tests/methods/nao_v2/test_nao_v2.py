@@ -19,7 +19,8 @@ from keras_darts.runs.search_run import run_search
 from keras_darts.space import genotype as genotype_lib
 from keras_darts.space import nao_arch
 
-TINY = dict(dataset="digits", method="nao_v2", selection="pool", channels=4, layers=5,
+TINY = dict(dataset="digits", method="nao_v2", selection="pool", graph_optimizer="full",
+            channels=4, layers=5,
             batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=3, log_every=0,
             train_portion=0.8)
 NAO = dict(rounds=2, initial_pool=6, new_archs=3, seed_archs=3, score_batch=32,
