@@ -10,7 +10,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+from keras_darts.infra import runtime  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The command line's CPU threads (one per op), set before TF starts: runs inside
+# the test process then compute exactly what the CLI computes.
+runtime.configure_threads()
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +54,51 @@ def event_tags(logdir):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(v.tag for v in event.summary.value)
     return tags
+
+
+def start_module(module, *args):
+    """Starts `python -m module args...` in the background (stderr piped, text)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def signal_after_line(proc, signum, line, delay=0.0, timeout=600):
+    """Sends `signum` to `proc` (from `start_module`) `delay` s after `line`
+    appears in its log; returns (exit code, whole log)."""
+    import time
+
+    log = []
+    for text in proc.stderr:
+        log.append(text)
+        if line in text:
+            time.sleep(delay)
+            proc.send_signal(signum)
+            break
+    log.append(proc.stderr.read())
+    proc.wait(timeout=timeout)
+    return proc.returncode, "".join(log)
+
+
+def finish(proc, timeout=900):
+    """Waits for `proc` (from `start_module`); returns (exit code, stderr)."""
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def run_check_script(script, tag, *args, timeout=900):
+    """Runs a helper script (e.g. a 2-replica check built on tests/replica_check.py)
+    in a fresh interpreter; returns (CompletedProcess, the JSON payload of its last
+    `TAG {json}` line, or None).  The script's own directory is its working one."""
+    import json
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=os.path.dirname(script))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(tag + " ")]
+    return proc, (json.loads(lines[-1][len(tag) + 1:]) if lines else None)
+
+
+def check_log(proc):
+    """A failed helper script's output, for an assertion message."""
+    return f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"

@@ -122,7 +122,8 @@ def parse_args(argv=None):
                         help="mixing rule of the edges (default: the method's, else softmax)")
     parser.add_argument("--recompute", choices=RECOMPUTE_POLICIES, default="all")
     parser.add_argument("--graph_optimizer", choices=runtime.GRAPH_OPTIMIZER_MODES,
-                        default="auto")
+                        default=None, help="default: the method's implied mode, else auto "
+                        "(as the search sets it)")
     return parser.parse_args(argv)
 
 
@@ -154,7 +155,9 @@ def build(args):
 def main(argv=None):
     args = parse_args(argv)
     runtime.configure_threads()
-    runtime.configure_graph_optimizer(args.graph_optimizer)
+    method = methods.by_relaxation(args.relaxation) or args.method
+    graph_optimizer = runtime.configure_graph_optimizer(
+        args.graph_optimizer or methods.get(method).implied.get("graph_optimizer", "auto"))
     keras.utils.set_random_seed(0)
     try:
         plugin, model, search = build(args)
@@ -183,7 +186,7 @@ def main(argv=None):
         "batch": args.batch, "channels": args.channels, "layers": args.layers,
         "method": plugin.name, "order": args.order, "relaxation": args.relaxation,
         "primitives": plugin.config.primitives, "weighting": plugin.config.weighting,
-        "recompute": args.recompute,
+        "recompute": args.recompute, "graph_optimizer": graph_optimizer,
         "trace_s": round(trace_s, 2),
         "step_s_median": round(median, 3) if times else None,
         "step_s_min": round(min(times), 3) if times else None,

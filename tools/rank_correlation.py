@@ -135,7 +135,8 @@ def _saved_candidates(study, output_dir):
 
 def _sample_and_score(study, config, output_dir):
     """Restores the supernet, samples and scores the architectures, writes
-    candidates.json; returns its contents."""
+    candidates.json; returns (its contents, the run's strategy: the stand-alone
+    trainings reuse it, one strategy per process)."""
     start = time.time()
     run = SearchRun(config)
     checkpoint = run.restore_searched(study.checkpoint)
@@ -156,7 +157,7 @@ def _sample_and_score(study, config, output_dir):
              "scoring_seconds": round(time.time() - start, 1), "candidates": candidates}
     os.makedirs(output_dir, exist_ok=True)
     write_json(os.path.join(output_dir, CANDIDATES), saved)
-    return saved
+    return saved, run.strategy
 
 
 # -- outputs ------------------------------------------------------------------------
@@ -221,8 +222,9 @@ def run_study(study, output_dir):
     strategy = "auto" if saved_config.strategy == "multi_worker" else saved_config.strategy
     config = dataclasses.replace(saved_config, output_dir=output_dir, strategy=strategy,
                                  data_dir=study.data_dir or saved_config.data_dir)
+    strategy = None  # The trainings' own, unless the scoring made one.
     if saved is None:
-        saved = _sample_and_score(study, config, output_dir)
+        saved, strategy = _sample_and_score(study, config, output_dir)
     else:
         logging.info("%s: continuing the study in %s", PROGRAM, output_dir)
     rows, trained_seconds, trained = [], 0.0, 0
@@ -235,7 +237,7 @@ def run_study(study, output_dir):
         finished = os.path.exists(os.path.join(arch_dir, "results.json"))
         train_config = standalone.standalone_config(config, arch_dir, study.standalone_epochs,
                                                     saved["image_side"])
-        results = standalone.train_standalone(genotype, train_config)
+        results = standalone.train_standalone(genotype, train_config, strategy)
         rows.append({"index": i, "genotype": genotype.to_text(),
                      "params": int(results["weight_params"]),
                      "supernet_score": float(c["supernet_score"]),

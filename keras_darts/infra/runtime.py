@@ -100,8 +100,19 @@ def resolve_strategy(name, cluster=None, num_gpus=None):
     return "mirrored" if num_gpus > 1 else "default"
 
 
+def mirrored_devices():
+    """The devices `mirrored` spans: every local GPU; without one, every logical
+    CPU a program split the CPU into (tf.config.set_logical_device_configuration,
+    how tests run 2 replicas on one CPU), else the CPU.  `None` lets
+    MirroredStrategy choose (the GPUs, else /cpu:0)."""
+    if tf.config.list_physical_devices("GPU"):
+        return None
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return cpus if len(cpus) > 1 else None
+
+
 def make_strategy(name):
-    """`default` (one device), `mirrored` (all local GPUs, or the CPU), `multi_worker`
+    """`default` (one device), `mirrored` (`mirrored_devices`), `multi_worker`
     (MultiWorkerMirroredStrategy over the TF_CONFIG cluster: every local GPU of
     every worker) or `auto` (`resolve_strategy`).
 
@@ -113,7 +124,7 @@ def make_strategy(name):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(mirrored_devices())
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     cluster_lib.mark_joined()
     return strategy

@@ -51,10 +51,10 @@ def standalone_config(search_config, output_dir, epochs, image_size, recipe=None
         eval_every=0, **recipe)
 
 
-def train_standalone(genotype, config):
-    """Trains `genotype` with `config` (from `standalone_config`) and returns
-    its results dict; a finished candidate is read back, an interrupted one
-    resumed."""
+def train_standalone(genotype, config, strategy=None):
+    """Trains `genotype` with `config` (from `standalone_config`) under the
+    caller's `strategy` (default: config.strategy's) and returns its results
+    dict; a finished candidate is read back, an interrupted one resumed."""
     results_path = os.path.join(config.output_dir, "results.json")
     if os.path.exists(results_path):
         with open(results_path, encoding="utf-8") as f:
@@ -63,4 +63,4 @@ def train_standalone(genotype, config):
     if not os.path.exists(config.genotype):
         genotype_lib.save(genotype, config.genotype)
     resume = tf.train.latest_checkpoint(os.path.join(config.output_dir, "checkpoints"))
-    return run_train(config, resume=resume is not None)
+    return run_train(config, resume=resume is not None, strategy=strategy)

@@ -91,10 +91,15 @@ class TrainRun(RunLoop):
 
     KIND = "the training run"
 
-    def __init__(self, config, resume=False):
+    def __init__(self, config, resume=False, strategy=None):
+        """`strategy`: an existing `tf.distribute` strategy to train under (a run
+        inside another run, e.g. NAO-V2's re-rank: a process must not hold two
+        MirroredStrategy objects, whose collectives would share keys); default:
+        the one `config.strategy` names."""
         super().__init__(resume)
         self.config = config
         self.files = RunFiles(config.output_dir)
+        self._given_strategy = strategy
 
     # -- setup ---------------------------------------------------------------
     def prepare(self):
@@ -121,7 +126,8 @@ class TrainRun(RunLoop):
                               f"{cfg.strategy} means multi_worker here (TF_CONFIG describes "
                               "a cluster); use --strategy=mirrored for several local GPUs, "
                               "or unset TF_CONFIG")
-        self.strategy = runtime.start(strategy, cfg.graph_optimizer)
+        self.strategy = (self._given_strategy if self._given_strategy is not None
+                         else runtime.start(strategy, cfg.graph_optimizer))
         self.data = data_lib.load_train_data(
             cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
             image_size=cfg.image_size or None, seed=cfg.seed,
@@ -262,9 +268,10 @@ class TrainRun(RunLoop):
         return summary
 
 
-def run_train(config, resume=False):
-    """Runs (or resumes) the training described by `config`; returns the results dict."""
-    return TrainRun(config, resume=resume).run()
+def run_train(config, resume=False, strategy=None):
+    """Runs (or resumes) the training described by `config` (under `strategy`,
+    see `TrainRun`); returns the results dict."""
+    return TrainRun(config, resume=resume, strategy=strategy).run()
 
 
 # ---------------------------------------------------------------------------

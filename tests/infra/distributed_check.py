@@ -15,19 +15,16 @@ head and synchronised BatchNorm included).  Prints one line
 code 1) otherwise.
 """
 
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tensorflow as tf  # noqa: E402
-
-# Must run before any TF op initialises the devices.
-_CPU = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
+# First: it splits the CPU into 2 devices before anything initialises them.
+from replica_check import Diffs, copies, distributed, report, two_cpu_strategy  # noqa: E402
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_darts.evaluation.networks import NetworkCIFAR  # noqa: E402
@@ -79,13 +76,6 @@ def batches(seed):
     return out
 
 
-def components(variable):
-    """Per-device copies of a (Keras-wrapped) mirrored variable."""
-    inner = getattr(variable, "value", variable)
-    values = getattr(inner, "values", None)
-    return [v.numpy() for v in values] if values is not None else [inner.numpy()]
-
-
 def main():
     logical = tf.config.list_logical_devices("CPU")
     assert len(logical) == 2, logical
@@ -94,28 +84,19 @@ def main():
     data = batches(0)
 
     single_net, single = make(tf.distribute.get_strategy(), hparams)
-    mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    assert mirrored_strategy.num_replicas_in_sync == 2
+    mirrored_strategy = two_cpu_strategy()
     mirrored_net, mirrored = make(mirrored_strategy, hparams)
     mirrored_net.set_weights(single_net.get_weights())  # identical start, explicitly
     for a, b in zip(single_net.weights, mirrored_net.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
-    def distributed(batch):
-        return next(iter(mirrored.distribute(tf.data.Dataset.from_tensors(batch))))
-
-    diffs = {}
-
-    def record(key, a, b):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        diffs[key] = max(diffs.get(key, 0.0), float(np.abs(a - b).max()))
-        np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL, err_msg=key)
-
+    diffs = Diffs(RTOL, ATOL)
+    record = diffs.record
     grad_norms = []
     for step in range(STEPS):
         train, val = data[2 * step], data[2 * step + 1]
         out_single = single.step(train, val)
-        out_mirrored = mirrored.step(distributed(train), distributed(val))
+        out_mirrored = mirrored.step(distributed(mirrored, train), distributed(mirrored, val))
         for key in out_single:
             record(f"metric:{key}", out_single[key].numpy(), out_mirrored[key].numpy())
         grad_norms.append(float(out_single["grad_norm"]))
@@ -144,25 +125,24 @@ def main():
     # Every replica holds the same copy of every variable.
     copies_identical = True
     for v in mirrored_net.weights:
-        copies = components(v)
-        assert len(copies) == 2, (v.path, len(copies))
-        copies_identical &= all(np.array_equal(copies[0], c) for c in copies[1:])
+        held = copies(v)
+        assert len(held) == 2, (v.path, len(held))
+        copies_identical &= all(np.array_equal(held[0], c) for c in held[1:])
     assert copies_identical, "replica copies of a mirrored variable diverged"
 
     # Eval-mode evaluation over the global batch (moving statistics) agrees too.
     test = data[-1]
     eval_single = single.evaluate(test)
-    eval_mirrored = mirrored.evaluate(distributed(test))
+    eval_mirrored = mirrored.evaluate(distributed(mirrored, test))
     for name, a, b in zip(("loss_sum", "correct", "count"), eval_single, eval_mirrored):
         record(f"eval:{name}", a.numpy(), b.numpy())
     assert float(eval_mirrored[2].numpy()) == GLOBAL_BATCH
 
-    print("DISTRIBUTED_CHECK " + json.dumps({
+    report("DISTRIBUTED_CHECK", {
         "max_abs_diff": diffs, "replica_copies_identical": bool(copies_identical),
         "grad_norms": grad_norms, "num_replicas": mirrored_strategy.num_replicas_in_sync,
         "order": ORDER, "mode": MODE, "op_family": single_net.space.op_family,
-        "mixing": single_net.mixing}))
-    sys.stdout.flush()
+        "mixing": single_net.mixing})
 
 
 def make_training(strategy):
@@ -188,21 +168,13 @@ def train_main():
              tf.constant(rng.integers(0, 3, GLOBAL_BATCH).astype(np.int32)))
             for _ in range(STEPS + 1)]
     single_net, single = make_training(tf.distribute.get_strategy())
-    mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored_strategy = two_cpu_strategy()
     mirrored_net, mirrored = make_training(mirrored_strategy)
     mirrored_net.set_weights(single_net.get_weights())
-    diffs = {}
-
-    def record(key, a, b):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        diffs[key] = max(diffs.get(key, 0.0), float(np.abs(a - b).max()))
-        np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL, err_msg=key)
-
-    def distributed(batch):
-        return next(iter(mirrored.distribute(tf.data.Dataset.from_tensors(batch))))
-
+    diffs = Diffs(RTOL, ATOL)
+    record = diffs.record
     for batch in data[:STEPS]:
-        out_single, out_mirrored = single.step(batch), mirrored.step(distributed(batch))
+        out_single, out_mirrored = single.step(batch), mirrored.step(distributed(mirrored, batch))
         for key in out_single:
             record(f"metric:{key}", out_single[key].numpy(), out_mirrored[key].numpy())
     for a, b in zip(single_net.trainable_variables, mirrored_net.trainable_variables):
@@ -213,17 +185,16 @@ def train_main():
     for a, b in zip(single.optimizer.slots["momentum"], mirrored.optimizer.slots["momentum"]):
         record("slots:momentum", a.numpy(), b.numpy())
     eval_single = single.evaluate(data[-1])
-    eval_mirrored = mirrored.evaluate(distributed(data[-1]))
+    eval_mirrored = mirrored.evaluate(distributed(mirrored, data[-1]))
     for name, a, b in zip(("loss_sum", "correct", "count"), eval_single, eval_mirrored):
         record(f"eval:{name}", a.numpy(), b.numpy())
     start_net, _ = make_training(tf.distribute.get_strategy())
     moved = min(float(np.abs(a.numpy() - b.numpy()).max())
                 for a, b in zip(start_net.trainable_variables, single_net.trainable_variables))
     assert moved > 0.0, "some weight did not change during the steps"
-    print("DISTRIBUTED_CHECK " + json.dumps({
+    report("DISTRIBUTED_CHECK", {
         "max_abs_diff": diffs, "num_replicas": mirrored_strategy.num_replicas_in_sync,
-        "order": "train"}))
-    sys.stdout.flush()
+        "order": "train"})
 
 
 if __name__ == "__main__":

@@ -5,12 +5,10 @@ test modules in one process, so the comparison runs in a fresh interpreter:
 tests/infra/distributed_check.py (a helper script, not collected by pytest).
 """
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
+from conftest import check_log, run_check_script
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_check.py")
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
@@ -21,11 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_distributed")]
 
 
 def _check(mode):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, SCRIPT, mode], capture_output=True, text=True,
-                          timeout=900, env=env, cwd=os.path.dirname(SCRIPT))
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("DISTRIBUTED_CHECK ")]
-    return proc, (json.loads(lines[-1].split(" ", 1)[1]) if lines else None)
+    return run_check_script(SCRIPT, "DISTRIBUTED_CHECK", mode)
 
 
 @pytest.fixture(scope="module", params=["first", "second", "sharp", "grid"])
@@ -35,8 +29,7 @@ def check_result(request):
 
 def test_mirrored_step_equals_single_device(check_result):
     proc, result = check_result
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
-    assert result is not None, proc.stdout[-3000:]
+    assert proc.returncode == 0 and result is not None, check_log(proc)
     assert result["num_replicas"] == 2 and result["order"] in ("first", "second")
     if result["mode"] == "sharp":  # sharpDARTS's op family and Max-W mixing.
         assert (result["op_family"], result["mixing"]) == ("sharp", "max_w")

@@ -9,14 +9,12 @@ A new method is covered by registering it: nothing here names one."""
 import dataclasses
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
-from conftest import REPO
+from conftest import REPO, finish, signal_after_line, start_module
 
 from keras_darts import methods, ops
 from keras_darts import settings as settings_lib
@@ -56,11 +54,6 @@ def _tiny(method):
     return [f for f in TINY if f.split("=")[0][2:] not in CELL_FLAGS] + extra
 
 
-def _command(out, method, *extra):
-    return [sys.executable, "-m", "keras_darts.search", *_tiny(method), f"--method={method}",
-            f"--output_dir={out}", *extra]
-
-
 def _check_result(config, result):
     """A valid result of the method's space: a cell genotype of its op set and
     family with 2 nodes, or a grid path of its layers."""
@@ -76,27 +69,8 @@ def _check_result(config, result):
 
 
 def _start(out, method, *extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-    return subprocess.Popen(_command(out, method, *extra), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(proc, timeout=900):
-    _, err = proc.communicate(timeout=timeout)
-    return proc.returncode, err
-
-
-def _terminate_after(proc, line):
-    """Sends SIGTERM once `line` appears in the search's log; returns (code, log)."""
-    log = []
-    for text in proc.stderr:
-        log.append(text)
-        if line in text:
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest = proc.stderr.read()
-    proc.wait(timeout=600)
-    return proc.returncode, "".join(log) + rest
+    return start_module("keras_darts.search", *_tiny(method), f"--method={method}",
+                        f"--output_dir={out}", *extra)
 
 
 def _files(out):
@@ -111,18 +85,18 @@ def test_tiny_search_finishes_and_resumes_bit_identically(tmp_path, method, extr
     # stopped): CPU results do not depend on the load (one thread per op).
     reference = _start(tmp_path / "reference", method, *extra)
     interrupted = _start(tmp_path / "term", method, *extra)
-    code, log = _terminate_after(interrupted, "epoch 2/3 step 1/3")
+    code, log = signal_after_line(interrupted, signal.SIGTERM, "epoch 2/3 step 1/3")
     assert code == 128 + signal.SIGTERM and "checkpoint saved" in log, log[-3000:]
     step = int(tf.train.load_checkpoint(str(tmp_path / "term" / "checkpoints")).get_tensor(
         "step/.ATTRIBUTES/VARIABLE_VALUE"))
     assert step % 3 != 0, step  # Saved at the next step boundary, inside epoch 2.
     resumed = _start(tmp_path / "term", method, *extra, "--resume")
-    code, err = _finish(reference)
+    code, err = finish(reference)
     assert code == 0, err[-3000:]
     config = SearchConfig.load_from_run(str(tmp_path / "reference"))
     assert config.method == method
     _check_result(config, genotype_lib.load(str(tmp_path / "reference" / "genotype.json")))
-    code, err = _finish(resumed)
+    code, err = finish(resumed)
     assert code == 0 and "resumed from" in err, err[-3000:]
     assert _files(tmp_path / "term") == _files(tmp_path / "reference")
 

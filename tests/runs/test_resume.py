@@ -5,12 +5,9 @@ uninterrupted one; a corrupt latest checkpoint falls back to the one before it."
 
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
-from conftest import REPO
+from conftest import finish, signal_after_line, start_module
 
 from keras_darts.config import SearchConfig
 from keras_darts.runs.search_run import SearchRun, run_search
@@ -20,39 +17,14 @@ TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_
 FINAL = ("alphas/epoch_003.json", "genotype.json")
 
 
-def _command(out, *extra):
-    return [sys.executable, "-m", "keras_darts.search", *TINY, f"--output_dir={out}", *extra]
-
-
-def _env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-
-
 def _start(out, *extra):
-    return subprocess.Popen(_command(out, *extra), cwd=REPO, env=_env(), text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return start_module("keras_darts.search", *TINY, f"--output_dir={out}", *extra)
 
 
 def _wait(proc):
-    _, stderr = proc.communicate(timeout=900)
-    assert proc.returncode == 0, stderr[-3000:]
+    code, stderr = finish(proc)
+    assert code == 0, stderr[-3000:]
     return stderr
-
-
-def _interrupt(out, signum, after_line, delay, *extra):
-    """Starts a search, sends `signum` `delay` s after `after_line` appears in its log."""
-    proc = subprocess.Popen(_command(out, *extra), cwd=REPO, env=_env(), stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
-    log = []
-    for line in proc.stderr:
-        log.append(line)
-        if after_line in line:
-            time.sleep(delay)
-            proc.send_signal(signum)
-            break
-    log.extend(proc.stderr)
-    proc.wait(timeout=600)
-    return proc.returncode, "".join(log)
 
 
 def _files(out):
@@ -69,7 +41,7 @@ def test_killed_and_resumed_search_is_bit_identical(tmp_path):
              ("kill_mid_step", signal.SIGKILL, "epoch 2/3 step 2/3", 0.15, -9)]
     resumed = {}
     for name, signum, line, delay, code in cases:
-        returncode, log = _interrupt(tmp_path / name, signum, line, delay)
+        returncode, log = signal_after_line(_start(tmp_path / name), signum, line, delay)
         assert returncode == code, (name, log[-3000:])
         resumed[name] = _start(tmp_path / name, "--resume")
     assert "epoch 3/3" in _wait(reference)

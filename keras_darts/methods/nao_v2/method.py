@@ -137,6 +137,7 @@ class NaoV2(SearchMethod):
         self.state = _State()
         self._state_var = None
         self.controller = None
+        self._held_out_arrays = None  # The search-val split in memory (`_held_out`).
 
     # -- checks and building -----------------------------------------------------
     @property
@@ -302,7 +303,7 @@ class NaoV2(SearchMethod):
 
     def _held_out(self, run):
         """The search-val images and labels in memory (scoring draws from them)."""
-        if getattr(self, "_held_out_arrays", None) is None:
+        if self._held_out_arrays is None:
             images, labels = [], []
             for x, y in run.data.search_val_eval:
                 images.append(x.numpy())
@@ -420,7 +421,7 @@ class NaoV2(SearchMethod):
                          s.rerank_epochs)
             config = standalone.standalone_config(self.config, out, s.rerank_epochs,
                                                   min(run.data.info.image_shape[:2]))
-            results = standalone.train_standalone(entry.genotype, config)
+            results = standalone.train_standalone(entry.genotype, config, run.strategy)
             entry.standalone_accuracy = float(results["validation_accuracy"])
             self._write_pool(run)
             self._save(run)

@@ -9,20 +9,16 @@ norm keeps clipping active; generation from the trained weights must agree
 too.  Prints `CONTROLLER_CHECK {json}`; exit 1 on failure.
 """
 
-import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import tensorflow as tf  # noqa: E402
-
-# Must run before any TF op initialises the devices.
-_CPU = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
+# First: it splits the CPU into 2 devices before anything initialises them.
+from replica_check import Diffs, copies, report, two_cpu_strategy  # noqa: E402
 
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from keras_darts.methods.nao_v2 import controller  # noqa: E402
 from keras_darts.space import nao_arch  # noqa: E402
@@ -31,13 +27,6 @@ HPARAMS = controller.ControllerHParams(
     embedding_size=4, hidden_size=8, mlp_layers=1, mlp_hidden=6, batch_size=9, expand=2,
     grad_clip=0.5, eval_every=2, heldout_fraction=0.2, weight_decay=1e-4, lr=1e-2)
 EPOCHS = 2
-
-
-def copies(variable):
-    """Per-device copies of a (Keras-wrapped) mirrored variable."""
-    inner = getattr(variable, "value", variable)
-    values = getattr(inner, "values", None)
-    return [v.numpy() for v in values] if values is not None else [inner.numpy()]
 
 
 def run(strategy, pool, targets):
@@ -54,19 +43,15 @@ def main():
     assert len(tf.config.list_logical_devices("CPU")) == 2
     pool = nao_arch.random_pool(np.random.default_rng(0), 25)
     targets = controller.normalize_targets(np.random.default_rng(1).random(25))
-    mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored_strategy = two_cpu_strategy()
     single, single_opt, start, single_history = run(tf.distribute.get_strategy(), pool, targets)
     mirrored, mirrored_opt, mirrored_start, mirrored_history = run(mirrored_strategy, pool,
                                                                    targets)
     for a, b in zip(start, mirrored_start):
         np.testing.assert_array_equal(a, b)  # same seeded initial weights
 
-    diffs = {}
-
-    def record(key, a, b):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        diffs[key] = max(diffs.get(key, 0.0), float(np.abs(a - b).max()))
-
+    diffs = Diffs()  # The test applies the tolerances.
+    record = diffs.record
     for a, b in zip(single.variables, mirrored.variables):
         record("weights", a.numpy(), b.numpy())
     for slot in single_opt.slot_names:
@@ -86,12 +71,11 @@ def main():
     assert all(len(copies(v)) == 2 for v in mirrored.variables)
     moved = min(float(np.abs(s - v.numpy()).max()) for s, v in zip(start, single.variables)
                 if v.trainable)
-    print("CONTROLLER_CHECK " + json.dumps({
+    report("CONTROLLER_CHECK", {
         "max_abs_diff": diffs, "replica_copies_identical": bool(identical),
         "min_moved": moved, "same_generation": bool(same_generation),
         "num_generated": len(generated[0][0]), "epochs": len(single_history),
-        "num_replicas": mirrored_strategy.num_replicas_in_sync}))
-    sys.stdout.flush()
+        "num_replicas": mirrored_strategy.num_replicas_in_sync})
 
 
 if __name__ == "__main__":

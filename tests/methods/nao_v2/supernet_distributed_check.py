@@ -6,21 +6,17 @@ sampled indices must agree; prints `NAO_DISTRIBUTED all equal {...}`.  Scoring
 runs the same forward pass; comparing it too would add ~35 s of tracing.
 """
 
-import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__))))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import tensorflow as tf  # noqa: E402
-
-# Must run before any TF op initialises the devices.
-_CPU = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
+# First: it splits the CPU into 2 devices before anything initialises them.
+from replica_check import Diffs, copies, distributed, report, two_cpu_strategy  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from keras_darts.infra import runtime  # noqa: E402
 from keras_darts.methods.nao_v2.single_path import SinglePathHParams, SinglePathStep  # noqa: E402
@@ -50,25 +46,15 @@ def main():
     data = [(tf.constant(rng.standard_normal((BATCH, 8, 8, 3)).astype(np.float32)),
              tf.constant(rng.integers(0, 10, BATCH).astype(np.int32))) for _ in range(STEPS + 1)]
     single_net, single = make(tf.distribute.get_strategy())
-    mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    assert mirrored_strategy.num_replicas_in_sync == 2
-    mirrored_net, mirrored = make(mirrored_strategy)
+    mirrored_net, mirrored = make(two_cpu_strategy())
     for a, b in zip(single_net.variables, mirrored_net.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
-    def distributed(batch):
-        return next(iter(mirrored.distribute(tf.data.Dataset.from_tensors(batch))))
-
-    diffs = {}
-
-    def record(key, a, b):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        diffs[key] = max(diffs.get(key, 0.0), float(np.abs(a - b).max()))
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=ATOL, err_msg=key)
-
+    diffs = Diffs(1e-4, ATOL)
+    record = diffs.record
     indices = []
     for batch in data[:STEPS]:
-        out_single, out_mirrored = single.step(batch), mirrored.step(distributed(batch))
+        out_single, out_mirrored = single.step(batch), mirrored.step(distributed(mirrored, batch))
         for key in out_single:
             record(f"metric:{key}", out_single[key].numpy(), out_mirrored[key].numpy())
         indices.append(single.last_arch_index())
@@ -78,15 +64,14 @@ def main():
                     mirrored.weight_optimizer.slots["momentum"]):
         record("slots:momentum", a.numpy(), b.numpy())
     for v in mirrored_net.trainable_variables:  # Every replica holds the same copy.
-        copies = [c.numpy() for c in v.value.values]
-        assert len(copies) == 2 and np.array_equal(copies[0], copies[1]), v.path
+        held = copies(v)
+        assert len(held) == 2 and np.array_equal(held[0], held[1]), v.path
     start_net, _ = make(tf.distribute.get_strategy())
     moved = sum(not np.array_equal(a.numpy(), b.numpy())
                 for a, b in zip(start_net.trainable_variables, single_net.trainable_variables))
     assert moved > 0 and diffs["weights"] < ATOL
-    print("NAO_DISTRIBUTED all equal " + json.dumps({"max_abs_diff": diffs, "indices": indices,
-                                                     "variables_moved": moved}))
-    sys.stdout.flush()
+    report("NAO_DISTRIBUTED all equal", {"max_abs_diff": diffs, "indices": indices,
+                                         "variables_moved": moved})
 
 
 if __name__ == "__main__":

@@ -3,15 +3,13 @@ that learns to reconstruct, a predictor that learns to rank, gradient-ascent
 generation, bit-identical resume, the ranking metrics; and (slow, fresh process)
 MirroredStrategy equal to one device."""
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import scipy.stats
 import tensorflow as tf
+from conftest import check_log, run_check_script
 
 from keras_darts.methods.nao_v2 import controller
 from keras_darts.space import nao_arch
@@ -183,12 +181,8 @@ def test_hparams_presets_and_checks():
 
 @pytest.mark.slow
 def test_mirrored_training_equals_one_device():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True,
-                          timeout=600, env=env)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("CONTROLLER_CHECK ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-6000:]
-    result = json.loads(lines[-1].split(" ", 1)[1])
+    proc, result = run_check_script(SCRIPT, "CONTROLLER_CHECK", timeout=600)
+    assert proc.returncode == 0 and result is not None, check_log(proc)
     assert result["num_replicas"] == 2
     assert result["replica_copies_identical"] is True
     assert result["min_moved"] > 0.0

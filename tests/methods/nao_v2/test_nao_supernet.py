@@ -6,12 +6,11 @@ cannot import two test modules of one basename from folders without __init__.)
 """
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import check_log, run_check_script
 
 from keras_darts.methods.nao_v2 import single_path
 from keras_darts.methods.nao_v2.single_path import SinglePathHParams, SinglePathStep
@@ -248,10 +247,6 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supernet_dist
 def test_mirrored_steps_equal_one_device():
     """2 logical CPUs under MirroredStrategy (branches masked, BatchNorm
     synchronised) == one device (branches switched), in a fresh interpreter."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True,
-                          timeout=900, env=env)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("NAO_DISTRIBUTED ")]
-    assert lines, proc.stdout[-3000:]
-    assert "all equal" in lines[-1]
+    proc, result = run_check_script(SCRIPT, "NAO_DISTRIBUTED all equal")
+    assert proc.returncode == 0 and result is not None, check_log(proc)
+    assert result["variables_moved"] > 0 and result["max_abs_diff"]["weights"] < 1e-5
