@@ -5,12 +5,13 @@ A search config has the settings every search shares as fields, and two
 nested sections owned by plug-ins: `method_settings` (the dataclass the
 method declares, keras_darts/methods/) and `selection_settings` (the
 criterion's, keras_darts/selection/).  A field whose change on `--resume`
-would alter what the run computes is marked with `_fixed(...)`; the same mark
+would alter what the run computes is marked with `...`; the same mark
 (`fixed_on_resume`) exists for plug-in settings (keras_darts/settings.py).
 """
 
 import dataclasses
 import json
+import math
 import os
 
 from keras_darts import settings as settings_lib
@@ -19,13 +20,65 @@ from keras_darts.evaluation.train_step import TrainHParams
 from keras_darts.infra.fileio import atomic_write_text
 from keras_darts.methods.bilevel import SearchHParams
 
-_FIXED = {"fixed_on_resume": True}
+_FREE = {"free_on_resume": True}
 
 
-def _fixed(default):
-    """A field that must not change on --resume: it shapes the model, the data
-    or the method's computation."""
-    return dataclasses.field(default=default, metadata=_FIXED)
+def _free(default):
+    """A field `--resume` lets change: it cannot change what the run computes
+    (docs/resume.md#what-may-change)."""
+    return dataclasses.field(default=default, metadata=_FREE)
+
+
+def _at_least(low):
+    return lambda v: v >= low, f">= {low}"
+
+
+def _in_range(low, high, closed_high=True):
+    if closed_high:
+        return lambda v: low <= v <= high, f"in [{low}, {high}]"
+    return lambda v: low <= v < high, f"in [{low}, {high})"
+
+
+# The real domain of every numeric field (the flags' own bounds are a subset):
+# {field: (test, what it must be)}.  Floats must also be finite (`_check_domain`).
+DOMAINS = {
+    "image_size": _at_least(0),
+    "crop_padding": _at_least(-1),      # The upper bound needs the image: data/.
+    "cutout": _at_least(0),             # Idem.
+    "channels": _at_least(2),
+    # Fewer than 3 cells make every cell a reduction cell (at 1/3 and 2/3 of the depth).
+    "layers": _at_least(3),
+    "nodes": _at_least(1),
+    "stem_multiplier": _at_least(1),
+    "epochs": _at_least(1),
+    "batch_size": _at_least(1),
+    "eval_batch_size": _at_least(0),
+    "steps_per_epoch": _at_least(0),
+    "train_portion": (lambda v: 0.0 < v < 1.0, "strictly between 0 and 1"),
+    "validation_portion": _in_range(0.0, 0.9),
+    "seed": _in_range(0, 2 ** 32 - 1),  # numpy's seed range.
+    "w_lr": _at_least(0.0), "w_lr_min": _at_least(0.0), "lr": _at_least(0.0),
+    "lr_min": _at_least(0.0), "a_lr": _at_least(0.0),
+    "w_lr_power": _at_least(1.0), "lr_power": _at_least(1.0),
+    "w_lr_warmup_epochs": _at_least(0), "lr_warmup_epochs": _at_least(0),
+    "lr_decay": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    "w_momentum": _in_range(0.0, 1.0, closed_high=False),
+    "momentum": _in_range(0.0, 1.0, closed_high=False),
+    # Adam divides by 1 - beta ** t: beta = 1 turns the alphas into NaN.
+    "a_beta_1": _in_range(0.0, 1.0, closed_high=False),
+    "a_beta_2": _in_range(0.0, 1.0, closed_high=False),
+    "w_weight_decay": _at_least(0.0), "a_weight_decay": _at_least(0.0),
+    "weight_decay": _at_least(0.0),
+    "w_grad_clip": _at_least(0.0), "grad_clip": _at_least(0.0),
+    "auxiliary_weight": _at_least(0.0),
+    "drop_path_prob": _in_range(0.0, 1.0, closed_high=False),
+    "dropout_rate": _in_range(0.0, 1.0, closed_high=False),
+    "label_smoothing": _in_range(0.0, 1.0, closed_high=False),
+    "mid_channels": _at_least(0),
+    "eval_every": _at_least(0),
+    "log_every": _at_least(0),
+    "keep_checkpoints": _at_least(1),
+}
 
 
 class _JsonRecord:
@@ -33,6 +86,21 @@ class _JsonRecord:
     subclasses name their kind ("search") in KIND."""
 
     KIND = ""
+
+    def _check_domain(self):
+        """Refuses a value outside its field's domain (DOMAINS), a non-finite
+        float and a value of the wrong type, naming the flag."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in (int, float, "int", "float"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"--{field.name} must be a number, got {value!r}")
+                if not math.isfinite(value):
+                    raise ConfigError(f"--{field.name} must be a finite number, got {value!r}")
+            if field.name in DOMAINS:
+                test, what = DOMAINS[field.name]
+                if not test(value):
+                    raise ConfigError(f"--{field.name} must be {what}, got {value!r}")
 
     def to_json_dict(self):
         return dataclasses.asdict(self)
@@ -63,46 +131,58 @@ class _JsonRecord:
         return {name: defaults[name] for name in names
                 if getattr(self, name) != defaults[name]}
 
-    def resume_conflicts(self, saved):
-        """['--flag: saved X, now Y'] for the fields that must match on --resume."""
-        fixed = [f.name for f in dataclasses.fields(self) if f.metadata.get("fixed_on_resume")]
-        return [f"--{name}: saved {getattr(saved, name)!r}, now {getattr(self, name)!r}"
-                for name in fixed if getattr(saved, name) != getattr(self, name)]
+    # Fields compared by a subclass's `resume_changes` (plug-in sections).
+    SECTIONS = ()
 
-    def check_resumable_from(self, saved):
-        diffs = self.resume_conflicts(saved)
-        if diffs:
-            raise ConfigError("cannot --resume with settings that differ from the saved run "
-                              f"in {self.output_dir}: " + "; ".join(diffs))
+    def resume_changes(self, saved):
+        """[(flag, saved value, new value, free_on_resume)] of every field that
+        differs from the `saved` config."""
+        return [(f.name, getattr(saved, f.name), getattr(self, f.name),
+                 bool(f.metadata.get("free_on_resume")))
+                for f in dataclasses.fields(self)
+                if f.name not in self.SECTIONS and getattr(saved, f.name) != getattr(self, f.name)]
+
+    def check_resumable_from(self, saved, also_fixed=()):
+        """Refuses a change that alters the run (every field not free on resume,
+        plus `also_fixed`, e.g. a method's); returns {flag: [saved, new]} of the
+        allowed changes (what resume_history.json records)."""
+        changes = self.resume_changes(saved)
+        refused = [f"--{flag}: saved {old!r}, now {new!r}" for flag, old, new, free in changes
+                   if not free or flag in also_fixed]
+        if refused:
+            raise ConfigError(f"cannot --resume {self.output_dir} with settings that change "
+                              "what it computes (start a new --output_dir, or resume with "
+                              "the saved values): " + "; ".join(refused))
+        return {flag: [old, new] for flag, old, new, _ in changes}
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig(_JsonRecord):
     """Everything that defines a search run (defaults: the DARTS paper, CIFAR-10)."""
 
-    output_dir: str
+    output_dir: str = dataclasses.field(metadata=_FREE)
     # Data.
-    dataset: str = _fixed("digits")
-    data_dir: str = _fixed("")
-    image_size: int = _fixed(0)          # 0 = the dataset's own size.
+    dataset: str = "digits"
+    data_dir: str = ""
+    image_size: int = 0          # 0 = the dataset's own size.
     crop_padding: int = -1               # -1 = max(1, image_size // 8).
     # Search space and supernet.
-    space: str = _fixed("darts")
-    channels: int = _fixed(16)
-    layers: int = _fixed(8)
-    nodes: int = _fixed(4)
-    primitives: str = _fixed("darts")
-    stem_multiplier: int = _fixed(3)
-    weighting: str = _fixed("softmax")   # Mixing rule of the supernet's edges (space/mixing.py).
+    space: str = "darts"
+    channels: int = 16
+    layers: int = 8
+    nodes: int = 4
+    primitives: str = "darts"
+    stem_multiplier: int = 3
+    weighting: str = "softmax"   # Mixing rule of the supernet's edges (space/mixing.py).
     # Search method (keras_darts/methods/) and its own settings.
-    method: str = _fixed("darts")
+    method: str = "darts"
     method_settings: object = None       # The method's Settings; None = its defaults.
-    epochs: int = 50
-    batch_size: int = _fixed(64)
-    eval_batch_size: int = 0             # 0 = batch_size.
-    steps_per_epoch: int = _fixed(0)     # 0 = a full pass over search-train.
-    train_portion: float = _fixed(0.5)   # First part of the train split: search-train.
-    seed: int = _fixed(2)
+    epochs: int = _free(50)
+    batch_size: int = 64
+    eval_batch_size: int = _free(0)      # 0 = batch_size.
+    steps_per_epoch: int = 0     # 0 = a full pass over search-train.
+    train_portion: float = 0.5   # First part of the train split: search-train.
+    seed: int = 2
     # Selection criterion (keras_darts/selection/) and its settings.
     selection: str = "magnitude"
     selection_settings: object = None    # The criterion's Settings; None = its defaults.
@@ -120,17 +200,18 @@ class SearchConfig(_JsonRecord):
     a_beta_2: float = SearchHParams.a_beta_2
     a_weight_decay: float = SearchHParams.a_weight_decay
     # Runtime.
-    strategy: str = "default"
-    recompute: str = "all"
+    strategy: str = _free("default")
+    recompute: str = _free("all")
     graph_optimizer: str = "auto"
-    log_every: int = 50
-    keep_checkpoints: int = 3
+    log_every: int = _free(50)
+    keep_checkpoints: int = _free(3)
 
     KIND = "search"
 
     def __post_init__(self):
         from keras_darts import methods, selection  # They build on this module's imports.
 
+        self._check_domain()
         method = methods.get(self.method)
         object.__setattr__(self, "method_settings", settings_lib.from_dict(
             method.Settings, self.method_settings or {}, f"settings of --method={self.method}"))
@@ -152,13 +233,16 @@ class SearchConfig(_JsonRecord):
             data = _from_flat(data)
         return cls(**data)
 
-    def resume_conflicts(self, saved):
-        diffs = super().resume_conflicts(saved)
-        if saved.method == self.method:
-            diffs += [f"--{name}: saved {old!r}, now {new!r}" for name, old, new in
-                      settings_lib.changes_refused_on_resume(saved.method_settings,
-                                                             self.method_settings)]
-        return diffs
+    SECTIONS = ("method_settings", "selection_settings")
+
+    def resume_changes(self, saved):
+        changes = super().resume_changes(saved)
+        if saved.method == self.method:  # Else --method itself is the refused change.
+            changes += settings_lib.resume_changes(saved.method_settings, self.method_settings)
+        if saved.selection == self.selection:
+            changes += settings_lib.resume_changes(saved.selection_settings,
+                                                   self.selection_settings)
+        return changes
 
     def search_space(self):
         """The `SearchSpace` this config searches (keras_darts/space/)."""
@@ -220,31 +304,31 @@ class TrainConfig(_JsonRecord):
     """Everything that defines the training of a genotype from scratch (defaults:
     the DARTS CIFAR-10 evaluation recipe, docs/evaluation.md#cifar-10-recipe)."""
 
-    output_dir: str
+    output_dir: str = dataclasses.field(metadata=_FREE)
     genotype: str = "DARTS_V2"   # A registered name or a genotype JSON path.
     # Data.
-    dataset: str = _fixed("digits")
-    data_dir: str = _fixed("")
-    image_size: int = _fixed(0)          # 0 = the dataset's own size.
+    dataset: str = "digits"
+    data_dir: str = ""
+    image_size: int = 0          # 0 = the dataset's own size.
     crop_padding: int = -1               # -1 = max(1, image_size // 8).
     cutout: int = 16                     # Side of the cutout square in pixels; 0 = no cutout.
-    augmentation: str = _fixed("crop_flip")  # Or "imagenet", "autoaugment": data/.
+    augmentation: str = "crop_flip"  # Or "imagenet", "autoaugment": data/.
     # > 0: train on the rest of the train split, evaluate on this last part of it.
-    validation_portion: float = _fixed(0.0)
+    validation_portion: float = 0.0
     # Network (keras_darts/evaluation/networks.py).
-    network: str = _fixed("cifar")
-    channels: int = _fixed(36)
-    layers: int = _fixed(20)
-    mid_channels: int = _fixed(0)        # Choke ops' middle width (sharpDARTS); 0 = family default.
-    auxiliary: bool = _fixed(True)
+    network: str = "cifar"
+    channels: int = 36
+    layers: int = 20
+    mid_channels: int = 0        # Choke ops' middle width (sharpDARTS); 0 = family default.
+    auxiliary: bool = True
     auxiliary_weight: float = TrainHParams.auxiliary_weight
     drop_path_prob: float = 0.2  # Final value of the linear drop-path schedule.
-    dropout_rate: float = _fixed(0.0)  # Dropout on the pooled features (NAO's recipe: 0.4).
+    dropout_rate: float = 0.0  # Dropout on the pooled features (NAO's recipe: 0.4).
     # Recipe.
-    epochs: int = 600
-    batch_size: int = _fixed(96)
-    eval_batch_size: int = 0     # 0 = batch_size.
-    steps_per_epoch: int = _fixed(0)     # 0 = a full pass over the train split.
+    epochs: int = _free(600)
+    batch_size: int = 96
+    eval_batch_size: int = _free(0)     # 0 = batch_size.
+    steps_per_epoch: int = 0     # 0 = a full pass over the train split.
     lr: float = 0.025
     lr_schedule: str = "cosine"  # cosine or cosine_power (to lr_min), or exponential (x lr_decay
     lr_min: float = 0.0          # per epoch): docs/schedules.md.
@@ -255,16 +339,19 @@ class TrainConfig(_JsonRecord):
     weight_decay: float = TrainHParams.weight_decay
     grad_clip: float = TrainHParams.grad_clip
     label_smoothing: float = TrainHParams.label_smoothing
-    seed: int = _fixed(0)
+    seed: int = 0
     # Runtime.
-    eval_every: int = 1          # Test accuracy every N epochs (and always after the last).
-    export_dir: str = ""
-    strategy: str = "default"
+    eval_every: int = _free(1)   # Test accuracy every N epochs (and always after the last).
+    export_dir: str = _free("")
+    strategy: str = _free("default")
     graph_optimizer: str = "auto"
-    log_every: int = 50
-    keep_checkpoints: int = 3
+    log_every: int = _free(50)
+    keep_checkpoints: int = _free(3)
 
     KIND = "train"
+
+    def __post_init__(self):
+        self._check_domain()
 
     def op_options(self):
         """Options of the genotype's op family (keras_darts/ops/registry.py)."""

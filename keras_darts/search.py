@@ -21,11 +21,12 @@ cli_flags.define_search_flags()
 
 
 def main(argv):
-    config = cli_flags.to_search_config()
+    flags = cli_flags.FLAGS
     with cluster.exits_at_once():  # A worker of a cluster does not wait at exit.
+        # The config is built inside the guard: a refused value is one line, exit 2.
         run_guarded("keras_darts.search", argv,
-                    lambda: run_search(config, resume=cli_flags.FLAGS.resume),
-                    lambda: (f"the last finished checkpoint is in {config.output_dir}/"
+                    lambda: run_search(cli_flags.to_search_config(), resume=flags.resume),
+                    lambda: (f"the last finished checkpoint is in {flags.output_dir}/"
                              "checkpoints: rerun with --resume to continue (a cluster "
                              "resumes by itself)"))
 

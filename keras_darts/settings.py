@@ -12,16 +12,18 @@ them as a nested section.  Plug-ins never import absl.
 """
 
 import dataclasses
+import math
 
 from keras_darts.errors import ConfigError
 
 
-def setting(default, flag, help, choices=None, lower=None, upper=None, fixed_on_resume=False):
-    """A settings field with its flag.  fixed_on_resume: `--resume` refuses a
-    changed value (it changes what the run computes from its checkpoint on)."""
+def setting(default, flag, help, choices=None, lower=None, upper=None, free_on_resume=False):
+    """A settings field with its flag.  `--resume` refuses a changed value (it
+    would change what the run computes from its checkpoint on) unless
+    free_on_resume (a setting that cannot change the results)."""
     return dataclasses.field(default=default, metadata={
         "flag": flag, "help": help, "choices": choices, "lower": lower, "upper": upper,
-        "fixed_on_resume": fixed_on_resume})
+        "free_on_resume": free_on_resume})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +60,26 @@ def from_dict(settings_cls, data, what):
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{what}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    _check_values(settings_cls, data, what)  # First: its messages name the flags.
     try:
-        settings = settings_cls(**data)
+        return settings_cls(**data)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{what}: {e}") from None
-    _check_values(settings, what)
-    return settings
 
 
-def _check_values(settings, what):
+def _check_values(settings_cls, data, what):
     """The choices and bounds a flag would enforce, for settings from a library
-    call or a config file too."""
-    for field in flagged_fields(type(settings)):
-        value, meta = getattr(settings, field.name), field.metadata
+    call or a config file too (`data`: the values given)."""
+    for field in flagged_fields(settings_cls):
+        if field.name not in data:
+            continue
+        value, meta = data[field.name], field.metadata
+        if field.type in (int, float) and (isinstance(value, bool)
+                                           or not isinstance(value, (int, float))):
+            raise ConfigError(f"{what}: --{flag_name(field)} must be a number, got {value!r}")
         name = flag_name(field)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{what}: --{name} must be a finite number, got {value!r}")
         if meta["choices"] and value not in meta["choices"]:
             raise ConfigError(f"{what}: --{name} must be one of {list(meta['choices'])}, "
                               f"got {value!r}")
@@ -81,8 +89,9 @@ def _check_values(settings, what):
             raise ConfigError(f"{what}: --{name} must be <= {meta['upper']}, got {value!r}")
 
 
-def changes_refused_on_resume(saved, now):
-    """[(field name, saved value, new value)] of the fields marked fixed_on_resume
+def resume_changes(saved, now):
+    """[(flag, saved value, new value, free_on_resume)] of the flag-set fields
     that differ (both settings of the same class)."""
-    return [(f.name, getattr(saved, f.name), getattr(now, f.name)) for f in fields(type(now))
-            if f.metadata.get("fixed_on_resume") and getattr(saved, f.name) != getattr(now, f.name)]
+    return [(flag_name(f), getattr(saved, f.name), getattr(now, f.name),
+             bool(f.metadata.get("free_on_resume")))
+            for f in flagged_fields(type(now)) if getattr(saved, f.name) != getattr(now, f.name)]

@@ -22,10 +22,11 @@ cli_flags.define_train_flags()
 
 
 def main(argv):
-    config = cli_flags.to_train_config()
+    flags = cli_flags.FLAGS
+    # The config is built inside the guard: a refused value is one line, exit 2.
     run_guarded("keras_darts.train", argv,
-                lambda: run_train(config, resume=cli_flags.FLAGS.resume),
-                lambda: (f"the last checkpoint is in {config.output_dir}/checkpoints: rerun "
+                lambda: run_train(cli_flags.to_train_config(), resume=flags.resume),
+                lambda: (f"the last checkpoint is in {flags.output_dir}/checkpoints: rerun "
                          "with --resume to continue"))
 
 

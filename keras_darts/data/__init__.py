@@ -5,5 +5,6 @@ CIFAR-10 policy (`autoaugment.py`)."""
 
 from keras_darts.data.datasets import (DIGITS_TEST_SIZE, TRAIN_AUGMENTATIONS,  # noqa: F401
                                        DatasetInfo, SearchData, TrainData, augment,
-                                       check_image_size, cutout, describe_specs, load_search_data,
+                                       check_augmentation_sizes, check_image_size, cutout,
+                                       describe_specs, load_search_data,
                                        load_train_data)

@@ -165,6 +165,17 @@ def describe_specs() -> str:
     )
 
 
+def check_augmentation_sizes(side: int, crop_padding: int = -1, cutout: int = 0) -> None:
+    """Raise DataError if the crop padding or the cutout square is larger than
+    the `side` x `side` images: such a cutout zeroes every image (its square
+    covers the image wherever its centre falls), such a padding crops mostly
+    zeros."""
+    for name, value in (("crop_padding", crop_padding), ("cutout", cutout)):
+        if value > side:
+            raise DataError(f"--{name}={value} is larger than the {side}x{side} images; "
+                            f"use at most {side} (or --image_size to resize them)")
+
+
 def check_image_size(height: int, num_reductions: int) -> None:
     """Raise DataError unless `height` survives `num_reductions` halvings.
 

@@ -65,6 +65,8 @@ class SearchMethod:
       cell_supernet: it searches a cell space (the flags of CELL_FLAGS shape
         its supernet); False: those flags would be ignored, so any value other
         than their default is refused (e.g. HyperCuboid's grid).
+      fixed_on_resume: config fields free on --resume elsewhere that this
+        method's computation depends on (NAO-V2 splits --epochs into rounds).
     """
 
     name = None
@@ -77,6 +79,7 @@ class SearchMethod:
     lr_options = {}
     relaxation = None
     cell_supernet = True
+    fixed_on_resume = ()
 
     def __init__(self, config):
         self.config = config

@@ -18,7 +18,7 @@ class DartsSettings:
     order: str = setting(
         "first", "order", "Architecture gradient: 'first' = first-order DARTS (DARTS_V1); "
         "'second' = the unrolled gradient with a finite-difference Hessian-vector product "
-        "(DARTS_V2, ~2.7x the step cost).", choices=ORDERS, fixed_on_resume=True)
+        "(DARTS_V2, ~2.7x the step cost).", choices=ORDERS)
 
 
 @register

@@ -64,16 +64,14 @@ class EdasSettings:
     clamp: str = setting(
         "derived", "edas_clamp", "How the edges that are not relaxed run: 'derived' = the "
         "DARTS-derived cell of the current alphas (2 edges per node, argmax op, the rest "
-        "off); 'per_edge_argmax' = every edge runs its argmax op.", choices=CLAMPS,
-        fixed_on_resume=True)
+        "off); 'per_edge_argmax' = every edge runs its argmax op.", choices=CLAMPS)
     edges_per_step: str = setting(
         "per_cell_type", "edas_edges_per_step", "Relaxed edges per step: one per cell type "
-        "(normal and reduce) or one of all edges.", choices=EDGES_PER_STEP,
-        fixed_on_resume=True)
+        "(normal and reduce) or one of all edges.", choices=EDGES_PER_STEP)
     sampling: str = setting(
         "uniform", "edas_edge_sampling", "How the relaxed edge is drawn: i.i.d. uniform, or "
         "a fresh random permutation of the edges every num_edges steps.",
-        choices=EDGE_SAMPLINGS, fixed_on_resume=True)
+        choices=EDGE_SAMPLINGS)
     tau0: float = setting(
         1.0, "edas_tau0", "Softmax temperature of the relaxed edge at the start, annealed "
         "linearly towards 1 over the search (1 = plain softmax).", lower=1e-3)

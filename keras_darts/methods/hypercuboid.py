@@ -22,12 +22,11 @@ from keras_darts.space.grid_network import DEFAULT_MIN_WEIGHT, GridNetwork
 class HyperCuboidSettings:
     widths: int = setting(
         4, "hypercuboid_widths", "Number of grid widths: 2^(floor(log2 --channels) + i) for "
-        "i < this (4 with --channels=36: 32, 64, 128, 256).", lower=1, upper=8,
-        fixed_on_resume=True)
+        "i < this (4 with --channels=36: 32, 64, 128, 256).", lower=1, upper=8)
     min_weight: float = setting(
         DEFAULT_MIN_WEIGHT, "hypercuboid_min_weight", "Grid ops whose coefficient is at most "
         "this are not computed (the reference's 1/32^2); 0 = compute all.", lower=0.0,
-        upper=1.0, fixed_on_resume=True)
+        upper=1.0)
 
 
 @register

@@ -16,6 +16,8 @@ taken, which is also the position in its data streams: a checkpoint of both
 is all a resumed run needs to continue exactly where it stopped.
 """
 
+import datetime
+import json
 import math
 import os
 import signal
@@ -27,6 +29,9 @@ from absl import logging
 
 from keras_darts.errors import ConfigError, Interrupted, TrainingDivergedError
 from keras_darts.infra import cluster as cluster_lib
+from keras_darts.infra.fileio import write_json
+
+RESUME_HISTORY = "resume_history.json"
 
 
 def format_duration(seconds):
@@ -75,12 +80,33 @@ def check_output_dir(root, checkpoints, finished_marker, resume, what):
     """Refuses to overwrite an earlier run in `root` unless resuming it, and to
     resume without a checkpoint.  `finished_marker`: a file only a run writes;
     `what`: the run's kind, for the message ("a search")."""
-    has_checkpoint = tf.train.latest_checkpoint(checkpoints) is not None
+    has_checkpoint = bool(checkpoint_paths(checkpoints))
     if resume and not has_checkpoint:
         raise ConfigError(f"--resume: no checkpoint found in {checkpoints}")
     if not resume and (has_checkpoint or os.path.exists(finished_marker)):
         raise ConfigError(f"--output_dir {root} already holds {what}; pass --resume "
                           "to continue it or choose another --output_dir")
+
+
+def record_resume(root, config, config_path, changes, step):
+    """After a --resume: appends {when, step, changes} to root/resume_history.json
+    (`changes`: {flag: [saved, new]}, what the resume changed) and rewrites
+    config.json, so it describes the run as it continues."""
+    path = os.path.join(root, RESUME_HISTORY)
+    history = []
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                history = list(json.load(f))
+        except (OSError, ValueError, TypeError) as e:
+            logging.warning("%s unreadable (%s): starting a new history", path, e)
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    history.append({"resumed_at": when, "step": int(step), "changes": changes})
+    write_json(path, history)
+    config.save(config_path)
+    if changes:
+        logging.info("resume changed %s", "; ".join(f"--{k}: {old!r} -> {new!r}"
+                                                   for k, (old, new) in changes.items()))
 
 
 def checkpointable_weights(model):
@@ -96,15 +122,33 @@ def checkpointable_weights(model):
     return list(model.variables)
 
 
+def checkpoint_paths(directory):
+    """Every checkpoint prefix in `directory` whose .index file exists, oldest
+    first (by the step number in its name): the ones TF's state file lists and
+    any it lost.  tf.train.latest_checkpoint answers None as soon as the newest
+    one's .index is gone, although older ones are intact."""
+    if not tf.io.gfile.isdir(directory):
+        return []
+    state = tf.train.get_checkpoint_state(directory)
+    names = {os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else [])}
+    names.update(name[:-len(".index")] for name in tf.io.gfile.listdir(directory)
+                 if name.endswith(".index"))
+    present = [n for n in names if tf.io.gfile.exists(os.path.join(directory, n + ".index"))]
+
+    def step(name):
+        tail = name.rsplit("-", 1)[-1]
+        return (int(tail), name) if tail.isdigit() else (-1, name)
+
+    return [os.path.join(directory, n) for n in sorted(present, key=step)]
+
+
 def restore_newest_readable(checkpoint, directory, check=None):
     """Restores into `checkpoint` the newest checkpoint of `directory` that reads
     completely; a corrupt one (e.g. a crash while the disk filled) falls back to
     the one before it, with a warning.  `check(path)` runs first and may raise to
     refuse a checkpoint outright (e.g. another genotype): that is not a fallback.
     Returns the path restored, or None when no checkpoint there is readable."""
-    state = tf.train.get_checkpoint_state(directory)
-    candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
-    for path in candidates:
+    for path in reversed(checkpoint_paths(directory)):
         try:
             if check is not None:
                 check(path)
@@ -262,6 +306,13 @@ class RunLoop:
                              step + 1, self.steps_per_epoch, describe(metrics),
                              (time.time() - start) / (step + 1 - first))
         return {prefix + k: v / (self.steps_per_epoch - first) for k, v in totals.items()}
+
+    def check_evaluation(self, name, loss, epoch):
+        """An evaluation's non-finite loss stops the run like a training loss
+        does, before this epoch's outputs and checkpoint are written."""
+        check_finite({name: float(loss)}, (name,), epoch, self.steps_per_epoch - 1,
+                     "The weights diverged (an evaluation in eval mode reads the BatchNorm "
+                     "moving statistics): try a lower learning rate.")
 
     def epoch_took(self, epoch_start, epochs_left):
         """(this epoch's seconds, ETA of the rest) from the epochs timed so far."""

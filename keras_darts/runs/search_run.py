@@ -25,7 +25,6 @@ import os
 import time
 
 import keras
-import tensorflow as tf
 from absl import logging
 
 from keras_darts import data as data_lib
@@ -38,7 +37,8 @@ from keras_darts.infra.fileio import write_json
 from keras_darts.infra.summaries import EpochWriter
 from keras_darts.runs.lifecycle import (RunLoop, StopOnSignal, check_output_dir,
                                         checkpointable_weights, format_duration,
-                                        mean_loss_and_accuracy)
+                                        checkpoint_paths, mean_loss_and_accuracy,
+                                        record_resume)
 from keras_darts.space import genotype as genotype_lib
 from keras_darts.space.supernet import reduction_layers
 
@@ -96,8 +96,7 @@ class SearchRun(RunLoop):
         if strategy == "multi_worker":
             self.cluster = cluster_lib.current()
             # A restarted cluster continues from the chief's checkpoints.
-            self.resume = self.resume or tf.train.latest_checkpoint(
-                self.paths.checkpoints) is not None
+            self.resume = self.resume or bool(checkpoint_paths(self.paths.checkpoints))
         self._check_output_dir()
         self.strategy = runtime.start(strategy, cfg.graph_optimizer)
         self.data = data_lib.load_search_data(
@@ -107,6 +106,7 @@ class SearchRun(RunLoop):
             eval_batch_size=cfg.eval_batch_size or None, train_portion=cfg.train_portion)
         info = self.data.info
         data_lib.check_image_size(min(info.image_shape[:2]), len(reduction_layers(cfg.layers)))
+        data_lib.check_augmentation_sizes(min(info.image_shape[:2]), cfg.crop_padding)
         self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(cfg.batch_size)
         if cfg.batch_size < self.strategy.num_replicas_in_sync:
             raise ConfigError(f"--batch_size ({cfg.batch_size}) is the global batch: it must "
@@ -119,8 +119,10 @@ class SearchRun(RunLoop):
         """Refuses to overwrite an earlier search unless resuming it."""
         paths = self.paths
         check_output_dir(paths.root, paths.checkpoints, paths.genotype, self.resume, "a search")
+        self._resume_changes = {}
         if self.resume and os.path.exists(paths.config):
-            self.config.check_resumable_from(SearchConfig.load(paths.config))
+            self._resume_changes = self.config.check_resumable_from(
+                SearchConfig.load(paths.config), also_fixed=self.method.fixed_on_resume)
 
     def build(self):
         cfg, info = self.config, self.data.info
@@ -229,6 +231,8 @@ class SearchRun(RunLoop):
         self.build()
         if self.resume:
             self.restore()
+            record_resume(self.paths.root, self.config, self.paths.config,
+                          self._resume_changes, self.global_step.numpy())
         self._check_workers_agree()
         cfg = self.config
         logging.info("supernet: %d weights, %s; %d steps/epoch, %d epochs; "
@@ -289,6 +293,7 @@ class SearchRun(RunLoop):
         epoch_start = time.time()
         means = self.train_epoch(epoch, cfg.epochs)
         val_loss, val_acc = self.evaluate(self.data.search_val_eval)
+        self.check_evaluation("search-val loss", val_loss, epoch)
         result = self._read_out()
         self._write_epoch(epoch, result, means, val_loss, val_acc, lr)
         self.epoch.assign(epoch + 1)

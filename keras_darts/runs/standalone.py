@@ -13,9 +13,9 @@ import dataclasses
 import json
 import os
 
-import tensorflow as tf
 
 from keras_darts.config import TrainConfig
+from keras_darts.runs.lifecycle import checkpoint_paths
 from keras_darts.runs.train_run import run_train
 from keras_darts.space import genotype as genotype_lib
 
@@ -62,5 +62,5 @@ def train_standalone(genotype, config, strategy=None):
     os.makedirs(config.output_dir, exist_ok=True)
     if not os.path.exists(config.genotype):
         genotype_lib.save(genotype, config.genotype)
-    resume = tf.train.latest_checkpoint(os.path.join(config.output_dir, "checkpoints"))
-    return run_train(config, resume=resume is not None, strategy=strategy)
+    resume = bool(checkpoint_paths(os.path.join(config.output_dir, "checkpoints")))
+    return run_train(config, resume=resume, strategy=strategy)

@@ -32,7 +32,8 @@ from keras_darts.infra.fileio import write_json
 from keras_darts.infra.summaries import EpochWriter
 from keras_darts.runs.lifecycle import (RunLoop, StopOnSignal, check_output_dir,
                                         checkpointable_weights, format_duration,
-                                        mean_loss_and_accuracy)
+                                        checkpoint_paths, first_line, mean_loss_and_accuracy,
+                                        record_resume)
 from keras_darts.serving import savedmodel as serving
 from keras_darts.space import genotype as genotype_lib
 from keras_darts.space import hypercuboid
@@ -100,6 +101,7 @@ class TrainRun(RunLoop):
         self.config = config
         self.files = RunFiles(config.output_dir)
         self._given_strategy = strategy
+        self._resume_changes = {}  # {flag: [saved, new]} that --resume allowed.
 
     # -- setup ---------------------------------------------------------------
     def prepare(self):
@@ -135,11 +137,14 @@ class TrainRun(RunLoop):
             cutout=cfg.cutout, eval_batch_size=cfg.eval_batch_size or None,
             augmentation=cfg.augmentation, validation_portion=cfg.validation_portion)
         data_lib.check_image_size(min(self.data.info.image_shape[:2]), _reductions(cfg))
+        data_lib.check_augmentation_sizes(min(self.data.info.image_shape[:2]), cfg.crop_padding,
+                                          cfg.cutout)
         self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(cfg.batch_size)
 
     def _check_resumable(self):
         if os.path.exists(self.files.config):
-            self.config.check_resumable_from(TrainConfig.load(self.files.config))
+            self._resume_changes = self.config.check_resumable_from(
+                TrainConfig.load(self.files.config))
         if os.path.exists(self.files.genotype):
             saved = genotype_lib.load(self.files.genotype)
             if saved != self.genotype:
@@ -179,6 +184,8 @@ class TrainRun(RunLoop):
         self.files.make()
         if self.resume:
             self.restore()
+            record_resume(self.files.root, self.config, self.files.config,
+                          self._resume_changes, self.global_step.numpy())
         else:
             self._write_run_files()
         cfg, info = self.config, self.data.info
@@ -214,6 +221,7 @@ class TrainRun(RunLoop):
         evaluated = last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
         if evaluated:
             self._test = self.evaluate(self.data.test)
+            self.check_evaluation(f"{self.data.evaluated_on} loss", self._test[0], epoch)
             scalars.update(self._eval_scalars())
         writer.scalars(epoch + 1, scalars)
         writer.flush()
@@ -330,19 +338,27 @@ def restore_run(run_dir, genotype=None):
         raise ConfigError(f"cannot read {files.dataset}: {e}") from None
     run_genotype = genotype_lib.load(files.genotype)
     genotype = run_genotype if genotype is None else genotype_lib.load_genotype(genotype)
-    latest = tf.train.latest_checkpoint(files.checkpoints)
-    if latest is None:
-        raise ConfigError(f"no checkpoint in {files.checkpoints}")
     network = build_network(config, info, genotype)
-    _check_checkpoint(latest, genotype, network)
-    try:
-        status = tf.train.Checkpoint(**{_WEIGHTS_KEY: checkpointable_weights(network)}).restore(
-            latest)
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError) as e:  # Missing objects / mismatched shapes.
-        raise GenotypeError(f"checkpoint {latest} does not match the network of its "
-                            f"config and genotype: {str(e).splitlines()[0]}") from None
-    status.expect_partial()  # The optimizer's state stays unread.
+    weights = tf.train.Checkpoint(**{_WEIGHTS_KEY: checkpointable_weights(network)})
+    candidates = list(reversed(checkpoint_paths(files.checkpoints)))
+    if not candidates:
+        raise ConfigError(f"no checkpoint in {files.checkpoints}")
+    for latest in candidates:  # The newest readable one; a damaged one falls back.
+        try:
+            _check_checkpoint(latest, genotype, network)
+            status = weights.restore(latest)
+            status.assert_existing_objects_matched()
+        except (tf.errors.OpError, IndexError) as e:  # Truncated or missing files.
+            logging.warning("checkpoint %s is unreadable (%s); trying an older one", latest,
+                            first_line(e))
+            continue
+        except (AssertionError, ValueError) as e:  # Missing objects / mismatched shapes.
+            raise GenotypeError(f"checkpoint {latest} does not match the network of its "
+                                f"config and genotype: {first_line(e)}") from None
+        status.expect_partial()  # The optimizer's state stays unread.
+        break
+    else:
+        raise ConfigError(f"no readable checkpoint in {files.checkpoints} (see the warnings)")
     return RestoredRun(network, config, info, genotype, latest)
 
 

@@ -148,6 +148,8 @@ def from_json_dict(data, known_ops=None, where="genotype"):
             raise GenotypeError(
                 f"{where}: '{cell}_concat' must be a non-empty list of state indices in "
                 f"0..{num_states - 1}, got {concat!r}")
+        if len(set(concat)) != len(concat):  # A state concatenated twice: a wider cell.
+            raise GenotypeError(f"{where}: '{cell}_concat' repeats a state index: {concat!r}")
     if len(lengths) != 1:
         raise GenotypeError(f"{where}: 'normal' and 'reduce' have different numbers of nodes")
     return Genotype(**{k: data[k] for k in _KEYS}, op_family=op_family)
@@ -168,6 +170,8 @@ def load(path, known_ops=None):
             text = f.read()
     except UnicodeDecodeError as e:
         raise GenotypeError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:  # E.g. no read permission.
+        raise GenotypeError(f"cannot read genotype file {path}: {e.strerror or e}") from None
     if _NAO_TEXT.fullmatch(text):
         genotype = _nao_genotype(text, where=path)
         if known_ops is not None:  # E.g. a network with a restricted op set.

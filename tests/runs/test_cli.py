@@ -77,6 +77,27 @@ def test_bad_input_exits_nonzero_before_writing(tmp_path, args, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("module, args, message", [
+    ("keras_darts.search", ["--layers=2"], "--layers must be >= 3, got 2"),
+    ("keras_darts.search", ["--a_beta_1=1"], "--a_beta_1 must be in [0.0, 1.0), got 1.0"),
+    ("keras_darts.search", ["--w_lr=nan"], "--w_lr must be a finite number, got nan"),
+    ("keras_darts.search", ["--seed=-1"], "--seed must be in [0, 4294967295], got -1"),
+    ("keras_darts.search", ["--crop_padding=9"], "--crop_padding=9 is larger than the 8x8"),
+    # The training's default --cutout=16 would zero every 8x8 digit.
+    ("keras_darts.train", ["--genotype=DARTS_V2", "--layers=3", "--channels=4"],
+     "--cutout=16 is larger than the 8x8 images"),
+])
+def test_out_of_domain_values_are_one_line_and_exit_2(tmp_path, module, args, message):
+    out = tmp_path / "run"
+    common = TINY + ["--epochs=1"] if module == "keras_darts.search" else ["--epochs=1"]
+    result = run_module(module, *common, f"--output_dir={out}", *args, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
 def test_every_flagfile_parses():
     # The search's flagfiles; train_*.cfg are keras_darts.train's (tests/runs/test_train.py).
     paths = sorted(p for p in glob.glob(os.path.join(REPO, "flags", "*.cfg"))
@@ -137,6 +158,35 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert not os.path.exists(os.path.join(config.output_dir, "genotype.json"))
     reader = tf.train.load_checkpoint(checkpoints)
     assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1
+
+
+def test_nan_evaluation_stops_like_a_nan_training_loss(tmp_path, monkeypatch):
+    config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
+                          batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=3,
+                          log_every=0)
+    real_evaluate = SearchRun.evaluate
+    calls = {"n": 0}
+
+    def evaluate_then_nan(self, dataset, **options):
+        calls["n"] += 1
+        loss, accuracy = real_evaluate(self, dataset, **options)
+        return (float("nan"), accuracy) if calls["n"] == 2 else (loss, accuracy)
+
+    monkeypatch.setattr(SearchRun, "evaluate", evaluate_then_nan)
+    with pytest.raises(TrainingDivergedError, match="search-val loss became nan at epoch 2"):
+        run_search(config)
+    reader = tf.train.load_checkpoint(os.path.join(config.output_dir, "checkpoints"))
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 1  # Epoch 2 not saved.
+    assert not os.path.exists(os.path.join(config.output_dir, "alphas", "epoch_002.json"))
+
+
+def test_json_outputs_are_always_valid_json(tmp_path):
+    from keras_darts.infra.fileio import write_json
+
+    path = tmp_path / "r.json"
+    write_json(str(path), {"loss": float("nan"), "all": [1.0, float("inf")], "ok": 2})
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c)) == {
+        "loss": None, "all": [1.0, None], "ok": 2}
 
 
 def test_resumed_search_restores_every_weight(tmp_path):

@@ -87,10 +87,35 @@ def test_resume_restores_every_weight_and_refuses_another_genotype(tmp_path):
     assert run.evaluate(run.data.test) == pytest.approx(
         (results["test_loss"], results["test_accuracy"]), rel=1e-6)
     config = TrainConfig(output_dir=str(out), epochs=2, **{**TINY_CONFIG, "genotype": "DARTS_V1"})
+    with pytest.raises(ConfigError, match="--genotype: saved 'DARTS_V2', now 'DARTS_V1'"):
+        run_train(config, resume=True)
+    (out / "config.json").write_text(config.to_json())  # A config edited by hand.
     with pytest.raises(ConfigError, match="trains a different genotype"):
         run_train(config, resume=True)
+    TrainConfig(output_dir=str(out), epochs=1, **TINY_CONFIG).save(str(out / "config.json"))
     assert sorted(os.listdir(out / "checkpoints")) == ["checkpoint", "ckpt-2.data-00000-of-00001",
                                                        "ckpt-2.index"]
+
+
+def test_checkpoint_readers_fall_back_past_a_damaged_newest_checkpoint(tmp_path, caplog):
+    from keras_darts.runs.train_run import restore_run
+
+    out = tmp_path / "run"
+    run_train(TrainConfig(output_dir=str(out), epochs=2, **TINY_CONFIG))
+    checkpoints = out / "checkpoints"
+    (checkpoints / "ckpt-4.index").unlink()  # The newest (2 steps per epoch), half deleted.
+    assert tf.train.latest_checkpoint(str(checkpoints)) is None  # TF's answer: nothing.
+    assert restore_run(str(out)).checkpoint.endswith("ckpt-2")  # What an export reads.
+    run = TrainRun(TrainConfig(output_dir=str(out), epochs=3, **TINY_CONFIG), resume=True)
+    run.prepare()
+    run.build()
+    assert run.restore().endswith("ckpt-2") and int(run.epoch.numpy()) == 1
+    data = checkpoints / "ckpt-2.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])  # Now the only one left is truncated.
+    with caplog.at_level("WARNING"):
+        with pytest.raises(ConfigError, match="no readable checkpoint in"):
+            restore_run(str(out))
+    assert "ckpt-2 is unreadable" in caplog.text
 
 
 def _final_weights(out):
@@ -172,7 +197,7 @@ def test_bad_genotype_file_is_a_clear_error(tmp_path, mutate, message):
     ({"image_size": 0, "auxiliary": True}, ConfigError, "auxiliary head: cell 2 outputs 2x2"),
     ({"lr_min": 1.0}, ConfigError, "--lr_min (1.0) must not exceed --lr"),
     ({"lr_schedule": "cosine_power", "lr_power": 0.5}, ConfigError,
-     "--lr_power must be >= 1 (1 = cosine), got 0.5"),
+     "--lr_power must be >= 1.0, got 0.5"),
     ({"lr_schedule": "cosine_power", "lr_warmup_epochs": 1}, ConfigError,
      "--lr_warmup_epochs must be >= 0 and below --epochs (1), got 1"),
     ({"lr_power": 3.0}, ConfigError, "--lr_power is an option of --lr_schedule=cosine_power"),

@@ -1,3 +1,4 @@
+import builtins
 import json
 
 import pytest
@@ -37,6 +38,7 @@ def _valid():
     (lambda d: d["normal"].pop(), "pairs per node"),
     (lambda d: d["reduce"].__setitem__(0, "max_pool_3x3"), "[op_name, input_index]"),
     (lambda d: d.update(normal_concat=[2, 9]), "normal_concat"),
+    (lambda d: d.update(reduce_concat=[2, 3, 3, 5]), "'reduce_concat' repeats a state index"),
     (lambda d: d.update(reduce=d["reduce"][:6], reduce_concat=[2, 3, 4]),
      "different numbers of nodes"),
 ])
@@ -48,13 +50,26 @@ def test_malformed_genotype_is_a_clear_error(mutate, message):
     assert message in str(err.value)
 
 
-def test_malformed_file_names_the_path(tmp_path):
+def test_malformed_file_names_the_path(tmp_path, monkeypatch):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(GenotypeError, match="bad.json: not valid JSON"):
         genotype_lib.load(str(bad))
     with pytest.raises(GenotypeError, match="not found"):
         genotype_lib.load(str(tmp_path / "missing.json"))
+    locked = tmp_path / "locked.json"
+    genotype_lib.save(genotype_lib.DARTS_V2, str(locked))
+    real_open = builtins.open
+
+    def no_permission(path, *args, **kwargs):  # As for a user without read permission.
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_permission)
+    with pytest.raises(GenotypeError, match="cannot read genotype file .*locked.json: "
+                                            "Permission denied"):
+        genotype_lib.load(str(locked))
 
 
 def test_default_known_ops_are_the_registry():

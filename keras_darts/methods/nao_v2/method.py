@@ -56,50 +56,46 @@ class NaoV2Settings:
     """NAO-V2's settings (defaults: the reference's, docs/methods/nao_v2.md#settings)."""
 
     rounds: int = setting(4, "nao_rounds", "Rounds of supernet training + controller; "
-                          "--epochs is split evenly among them.", lower=1, fixed_on_resume=True)
+                          "--epochs is split evenly among them.", lower=1)
     initial_pool: int = setting(1000, "nao_initial_pool", "Random architectures of round 0.",
-                                lower=2, fixed_on_resume=True)
+                                lower=2)
     new_archs: int = setting(300, "nao_new_archs", "New architectures the controller "
-                             "generates per round.", lower=1, fixed_on_resume=True)
+                             "generates per round.", lower=1)
     seed_archs: int = setting(100, "nao_seed_archs", "Best architectures of the pool the "
-                              "generation starts from.", lower=1, fixed_on_resume=True)
+                              "generation starts from.", lower=1)
     sampling: str = setting("size_balanced", "nao_sampling", "How a step samples its "
                             "architecture from the round's new ones: in proportion to the "
                             "stand-alone parameter count at the search size "
-                            "('size_balanced', NAO-V2) or uniformly.", choices=SAMPLINGS,
-                            fixed_on_resume=True)
+                            "('size_balanced', NAO-V2) or uniformly.", choices=SAMPLINGS)
     supernet_reinit: str = setting("warm", "nao_supernet_reinit", "'warm': the supernet and "
                                    "its momentum carry over between rounds (reference code); "
                                    "'per_iteration': every round starts from the initial "
-                                   "weights with fresh momentum.", choices=REINITS,
-                                   fixed_on_resume=True)
+                                   "weights with fresh momentum.", choices=REINITS)
     score_batch: int = setting(500, "nao_score_batch", "Held-out images an architecture is "
-                               "scored on (a new random batch per architecture).", lower=1,
-                               fixed_on_resume=True)
+                               "scored on (a new random batch per architecture).", lower=1)
     drop_path_keep: float = setting(0.9, "nao_drop_path_keep", "Drop-path keep probability "
                                     "of the last cell at the end of a round (1 = none).",
-                                    lower=0.05, upper=1.0, fixed_on_resume=True)
+                                    lower=0.05, upper=1.0)
     controller_epochs: int = setting(1000, "nao_controller_epochs", "Controller training "
-                                     "epochs per round.", lower=1, fixed_on_resume=True)
+                                     "epochs per round.", lower=1)
     embedding_size: int = setting(32, "nao_embedding_size", "Controller token embedding "
-                                  "size E (LSTM width 2E).", lower=1, fixed_on_resume=True)
+                                  "size E (LSTM width 2E).", lower=1)
     mlp_layers: int = setting(0, "nao_mlp_layers", "Hidden layers of the predictor MLP "
-                              "(NAO-V2: 0).", lower=0, fixed_on_resume=True)
+                              "(NAO-V2: 0).", lower=0)
     trade_off: float = setting(0.8, "nao_trade_off", "Controller loss = trade_off * MSE + "
-                               "(1 - trade_off) * reconstruction NLL.", lower=0.0, upper=1.0,
-                               fixed_on_resume=True)
+                               "(1 - trade_off) * reconstruction NLL.", lower=0.0, upper=1.0)
     controller_batch: int = setting(100, "nao_controller_batch", "Controller batch size.",
-                                    lower=1, fixed_on_resume=True)
+                                    lower=1)
     expand: int = setting(10, "nao_expand", "Copies of each training architecture (the "
-                          "original + branch-swapped ones).", lower=1, fixed_on_resume=True)
+                          "original + branch-swapped ones).", lower=1)
     max_eta: int = setting(50, "nao_max_eta", "Largest gradient-ascent step size tried when "
                            "generating (eta = 1, 2, ... until enough new architectures).",
-                           lower=1, fixed_on_resume=True)
+                           lower=1)
     rerank_top: int = setting(5, "nao_rerank_top", "Best architectures re-ranked by "
                               "stand-alone training at the end; 0 = answer with the best "
-                              "supernet score.", lower=0, fixed_on_resume=True)
+                              "supernet score.", lower=0)
     rerank_epochs: int = setting(10, "nao_rerank_epochs", "Stand-alone epochs of the "
-                                 "re-rank.", lower=1, fixed_on_resume=True)
+                                 "re-rank.", lower=1)
 
 
 @dataclasses.dataclass
@@ -130,6 +126,7 @@ class NaoV2(SearchMethod):
     # ~1 s of tracing here.
     implied = {"selection": "pool", "graph_optimizer": "full"}
     cell_supernet = False
+    fixed_on_resume = ("epochs",)  # The rounds' epochs are a split of --epochs.
 
     def __init__(self, config):
         super().__init__(config)
@@ -397,12 +394,13 @@ class NaoV2(SearchMethod):
         if not len(new):  # Nothing new to train on: random ones stand in.
             rng = np.random.default_rng([self.config.seed, 2, r])
             new = nao_arch.random_pool(rng, s.new_archs, exclude=self.pool.keys())
-            etas = [float("nan")] * len(new)
+            etas = [None] * len(new)  # Not generated (as round 0's).
         first = len(self.pool)
         self.pool.add(new, r + 1, self._param_counts(new), etas)
         self.pool.set_predictions(self.controller.predict(new), range(first, len(self.pool)))
+        max_eta = max([e for e in etas if e is not None], default=0.0)
         run.writer.scalars(int(run.epoch.numpy()), {"nao/new_archs": float(len(new)),
-                                                    "nao/max_eta": float(np.nanmax(etas))})
+                                                    "nao/max_eta": float(max_eta)})
         self._commit(run, "train", round=r + 1, round_started=False)
 
     def _rerank(self, run):

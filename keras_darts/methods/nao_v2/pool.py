@@ -17,6 +17,7 @@ import json
 import numpy as np
 
 from keras_darts.errors import ConfigError
+from keras_darts.infra.fileio import json_text
 from keras_darts.space import nao_arch
 
 
@@ -118,7 +119,8 @@ class ArchPool:
         return {"size": len(self.entries), "entries": [e.to_json_dict() for e in self.entries]}
 
     def to_json(self):
-        return json.dumps(self.to_json_dict(), indent=1)
+        """Valid JSON: an unknown value (eta of a random stand-in: NaN) is null."""
+        return json_text(self.to_json_dict(), "arch pool")
 
     @classmethod
     def from_json_dict(cls, data, where="arch pool"):

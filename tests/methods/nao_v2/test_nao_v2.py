@@ -180,21 +180,16 @@ def _cli_flags(out):
 
 
 @pytest.mark.slow
-def test_sigkill_while_training_the_controller_and_in_the_rerank(reference, tmp_path):
-    """A command-line search killed (SIGKILL: no handler runs) once the first
-    pool is scored (the controller phase) and again inside the first re-rank
-    training, resumed each time, ends with the uninterrupted (in-process) run's
-    files, byte for byte."""
+def test_sigkill_in_the_rerank_resumes_to_the_same_search(reference, tmp_path):
+    """A command-line search killed (SIGKILL: no handler runs) inside the first
+    re-rank training, after every round, and resumed, ends with the
+    uninterrupted (in-process) run's files, byte for byte.  (SIGTERM in the other
+    phases: test_stops_in_every_phase_resume_to_the_same_search.)"""
     ref_out = reference[0]
     killed = tmp_path / "killed"
-    resume = []
-    for line, delay in (("round 1: pool of 6 scored", 1.0), ("re-rank 1/2", 3.0)):
-        proc = start_module("keras_darts.search", *_cli_flags(killed), *resume)
-        code, log = signal_after_line(proc, signal.SIGKILL, line, delay)
-        assert code == -signal.SIGKILL, log[-3000:]
-        if resume:
-            assert "resumed from" in log, log[-3000:]
-        resume = ["--resume"]
+    proc = start_module("keras_darts.search", *_cli_flags(killed))
+    code, log = signal_after_line(proc, signal.SIGKILL, "re-rank 1/2", 3.0)
+    assert code == -signal.SIGKILL and "round 2: pool of 9 scored" in log, log[-3000:]
     code, log = finish(start_module("keras_darts.search", *_cli_flags(killed), "--resume"))
     assert code == 0 and "resumed from" in log, log[-3000:]
     for name in ("arch_pool.json", "genotype.json", "arch.txt"):
