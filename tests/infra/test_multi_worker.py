@@ -24,9 +24,9 @@ from keras_darts.space import genotype as genotype_lib
 
 pytestmark = pytest.mark.slow  # ~2 min: 2 cluster launches + 1 single process.
 
-# 2 cells of 1 node (4 mixed edges): the MWMS step traces ~5x slower than a
+# 3 cells of 1 node (6 mixed edges): the MWMS step traces ~5x slower than a
 # single-device one (every synchronised BatchNorm adds a collective).
-TINY = ["--dataset=digits", "--channels=4", "--layers=2", "--nodes=1", "--batch_size=16",
+TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=1", "--batch_size=16",
         "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1", "--epochs=2"]
 # All-reduce sums in another order than one device: alphas agree to float round-off.
 ALPHA_ATOL = 1e-5
