@@ -136,10 +136,15 @@ def test_every_flagfile_parses():
     assert (quick.method, quick.dataset, quick.selection) == ("hypercuboid", "digits", "magnitude")
 
 
+def _three_epoch_config(tmp_path):
+    """A tiny 3-epoch search of 2 steps per epoch (the NaN-stop tests)."""
+    return SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
+                        batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=3,
+                        log_every=0)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
-                          batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=3,
-                          log_every=0)
+    config = _three_epoch_config(tmp_path)
     real_step = BilevelSearch.step
     calls = {"n": 0}
 
@@ -161,9 +166,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 def test_nan_evaluation_stops_like_a_nan_training_loss(tmp_path, monkeypatch):
-    config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
-                          batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=3,
-                          log_every=0)
+    config = _three_epoch_config(tmp_path)
     real_evaluate = SearchRun.evaluate
     calls = {"n": 0}
 
