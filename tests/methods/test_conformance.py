@@ -39,10 +39,13 @@ METHOD_FLAGS = {"nao_v2": ["--layers=5", "--train_portion=0.8", "--nao_rounds=3"
                            "--nao_expand=2", "--nao_rerank_top=1", "--nao_rerank_epochs=1"]}
 METHODS = methods.names()
 # Every method with its defaults, plus the plug-ins of another paper on top of
-# one (sharpDARTS's op family, mixing rule and schedule on DARTS).
-RUNS = [(method, ()) for method in METHODS] + [
-    ("darts", ("--primitives=sharp", "--weighting=max_w", "--w_lr_schedule=cosine_power",
-               "--w_lr_warmup_epochs=1", "--w_lr_min=1e-4"))]
+# one (sharpDARTS's op family, mixing rule and schedule on DARTS: extended, as
+# the default run covers each of them in tests/ops, tests/test_schedules.py and
+# the sharp mirrored step of tests/infra/test_distributed.py).
+RUNS = [pytest.param(method, (), id=method) for method in METHODS] + [
+    pytest.param("darts", ("--primitives=sharp", "--weighting=max_w",
+                           "--w_lr_schedule=cosine_power", "--w_lr_warmup_epochs=1",
+                           "--w_lr_min=1e-4"), id="darts-sharp", marks=pytest.mark.extended)]
 cli_flags.define_search_flags()
 
 
@@ -78,8 +81,7 @@ def _files(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method, extra", RUNS,
-                         ids=[m if not extra else f"{m}-sharp" for m, extra in RUNS])
+@pytest.mark.parametrize("method, extra", RUNS)
 def test_tiny_search_finishes_and_resumes_bit_identically(tmp_path, method, extra):
     # The runs go side by side (the resume starts as soon as the interrupted run
     # stopped): CPU results do not depend on the load (one thread per op).

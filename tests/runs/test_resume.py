@@ -90,7 +90,7 @@ def test_checkpoint_restores_every_model_variable(tmp_path):
         assert (a.numpy() == b.numpy()).all()
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # CI time (~130 s); tests/methods/test_conformance.py runs blank.
 def test_blank_method_never_updates_the_alphas(tmp_path):
     """DARTS-PT's fix-alpha baseline (`--method=blank`): weights train, alphas stay
     at their initial values through the search and the perturbation tuning."""

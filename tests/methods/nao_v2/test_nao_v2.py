@@ -139,7 +139,7 @@ def test_pool_json_round_trip_is_exact():
         pool.add(pool.archs([0]), 1, [5])
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # CI time: the SIGKILL test below and the conformance test stop it too.
 def test_stops_in_every_phase_resume_to_the_same_search(reference, tmp_path):
     """SIGTERM (as the stop check sees it) while scoring, while training the
     controller and inside the re-rank; each resume continues, and the end is the
