@@ -9,6 +9,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_darts", "keras_darts.*"]),
+    # The flag files (a link to flags/ in a checkout) ship inside the package, so
+    # `keras-darts search --flagfile=quickstart` works after a plain pip install.
+    package_data={"keras_darts": ["flagfiles/*.cfg"]},
+    entry_points={"console_scripts": ["keras-darts=keras_darts.cli.main:main"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.18,<3",
@@ -28,5 +32,9 @@ setup(
         # needs it anyway).
         "scipy",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist>=3"],
+        # A CUDA machine: the wheel that bundles CUDA and cuDNN.
+        "gpu": ["tensorflow[and-cuda]>=2.18,<3"],
+    },
 )

@@ -11,12 +11,14 @@ without the classifier); see keras_darts/serving.py for the input contract.
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ logs at warnings.
 
-from absl import app  # noqa: E402
+from keras_darts.cli import quiet_start  # noqa: E402
+
+quiet_start.import_tensorflow()  # Before anything else imports TF.
 
 from keras_darts.cli import flags as cli_flags  # noqa: E402
-from keras_darts.cli.guard import run_guarded  # noqa: E402
+from keras_darts.cli.guard import run_guarded, start  # noqa: E402
 from keras_darts.runs.train_run import export_run  # noqa: E402
 
 cli_flags.define_export_flags()
@@ -30,5 +32,10 @@ def main(argv):
                 lambda: f"nothing was written to {export_dir}")
 
 
+def run(argv=None):
+    """The command's entry point (`python -m keras_darts.export`, `keras-darts export`)."""
+    start(main, "keras_darts.export", argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -8,12 +8,14 @@ alphas/ per epoch, results.json, tensorboard/ and checkpoints/.
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ start-up chatter out.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ logs at warnings.
 
-from absl import app  # noqa: E402
+from keras_darts.cli import quiet_start  # noqa: E402
+
+quiet_start.import_tensorflow()  # Before anything else imports TF.
 
 from keras_darts.cli import flags as cli_flags  # noqa: E402
-from keras_darts.cli.guard import run_guarded  # noqa: E402
+from keras_darts.cli.guard import run_guarded, start  # noqa: E402
 from keras_darts.infra import cluster  # noqa: E402
 from keras_darts.runs.search_run import run_search  # noqa: E402
 
@@ -31,5 +33,10 @@ def main(argv):
                              "resumes by itself)"))
 
 
+def run(argv=None):
+    """The command's entry point (`python -m keras_darts.search`, `keras-darts search`)."""
+    start(main, "keras_darts.search", argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

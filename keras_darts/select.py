@@ -11,12 +11,14 @@ for perturbation (which tunes the supernet), checkpoints/ and perturbation/.
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ logs at warnings.
 
-from absl import app  # noqa: E402
+from keras_darts.cli import quiet_start  # noqa: E402
+
+quiet_start.import_tensorflow()  # Before anything else imports TF.
 
 from keras_darts.cli import flags as cli_flags  # noqa: E402
-from keras_darts.cli.guard import run_guarded  # noqa: E402
+from keras_darts.cli.guard import run_guarded, start  # noqa: E402
 from keras_darts.config import SearchConfig  # noqa: E402
 from keras_darts.errors import ConfigError  # noqa: E402
 from keras_darts.runs.search_run import run_selection  # noqa: E402
@@ -37,5 +39,10 @@ def main(argv):
                 lambda: f"{source} is unchanged; rerun into a new --output_dir")
 
 
+def run(argv=None):
+    """The command's entry point (`python -m keras_darts.select`, `keras-darts select`)."""
+    start(main, "keras_darts.select", argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

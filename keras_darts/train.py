@@ -10,12 +10,14 @@ SavedModels of `python -m keras_darts.export`.
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ start-up chatter out.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TF's C++ logs at warnings.
 
-from absl import app  # noqa: E402
+from keras_darts.cli import quiet_start  # noqa: E402
+
+quiet_start.import_tensorflow()  # Before anything else imports TF.
 
 from keras_darts.cli import flags as cli_flags  # noqa: E402
-from keras_darts.cli.guard import run_guarded  # noqa: E402
+from keras_darts.cli.guard import run_guarded, start  # noqa: E402
 from keras_darts.runs.train_run import run_train  # noqa: E402
 
 cli_flags.define_train_flags()
@@ -30,5 +32,10 @@ def main(argv):
                          "with --resume to continue"))
 
 
+def run(argv=None):
+    """The command's entry point (`python -m keras_darts.train`, `keras-darts train`)."""
+    start(main, "keras_darts.train", argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -113,7 +113,7 @@ def _annotate_cells(ax, probs, vmin, vmax):
 _COLUMN_GAP = 4.0  # Data units between depth columns (aspect is equal).
 _ROW_GAP = 2.0
 _NODE_RADIUS = 0.38
-_MARGIN = 0.8
+_PAD = 0.25  # Data units between the outermost drawn thing and the frame.
 _INCHES_PER_UNIT = 0.6  # Figure scale: inches per data unit.
 _LABEL_FONTSIZE = 7
 _RADS = (0.0, 0.15, -0.15, 0.3, -0.3, 0.45, -0.45, 0.6, -0.6)
@@ -175,15 +175,12 @@ def _choose_rad(start, end, obstacles, taken):
     return max(free, key=lambda rad: _clearance(start, end, rad, obstacles))
 
 
-def _draw_edge(ax, circles, positions, source, target, taken, **style):
-    """Draws one curved arrow and returns (rad, start, end) for label placement."""
+def _route(positions, source, target, taken):
+    """(rad, start, end) of the arrow source -> target; records its rad in `taken`."""
     start, end = positions[source], positions[target]
     obstacles = [xy for key, xy in positions.items() if key not in (source, target)]
     rad = _choose_rad(start, end, obstacles, taken)
     taken.add((start, end, rad))
-    ax.add_patch(FancyArrowPatch(
-        start, end, patchA=circles[source], patchB=circles[target],
-        connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=12, **style))
     return rad, start, end
 
 
@@ -246,8 +243,38 @@ def _label_place(start, end, rad, text, placed, node_centres):
     return tuple(best[0]), best[1]
 
 
-def _draw_cell(ax, pairs, concat, num_nodes, title):
+def _cell_geometry(pairs, concat, num_nodes):
+    """Everything a cell drawing places, in data units, before anything is drawn:
+    node positions, arrows (source, target, rad, dashed), labels (op, xy, angle)
+    and the (x range, y range) that holds every node, arc and label box."""
     positions = _cell_layout(pairs, num_nodes)
+    taken, placed, arrows, labels = set(), [], [], []
+    for position, (op, source) in enumerate(pairs):
+        target = 2 + position // 2
+        rad, start, end = _route(positions, source, target, taken)
+        arrows.append((source, target, rad, False))
+        # Labels follow their arrow's direction so crossing edges stay tellable apart.
+        labels.append((op, *_label_place(start, end, rad, op, placed, list(positions.values()))))
+    for state in concat:
+        arrows.append((state, "out", _route(positions, state, "out", taken)[0], True))
+
+    # The extent: node circles, points along every arc (an arc may bow past the
+    # nodes, as an edge from c_{k-1} below the frame did) and every label's corners.
+    points = [np.asarray(xy) + offset for xy in positions.values()
+              for offset in _NODE_RADIUS * np.array([[-1, -1], [1, 1]])]
+    for source, target, rad, _ in arrows:
+        points += [_arc_point(positions[source], positions[target], rad, t)
+                   for t in np.linspace(0, 1, 33)]
+    for rect in placed:
+        points += list(_rect_corners(rect))
+    points = np.array(points)
+    low, high = points.min(axis=0) - _PAD, points.max(axis=0) + _PAD
+    extent = ((low[0], high[0]), (low[1], high[1]))
+    return positions, arrows, labels, extent
+
+
+def _draw_cell(ax, geometry, title):
+    positions, arrows, labels, ((x0, x1), (y0, y1)) = geometry
     circles = {}
     for state, xy in positions.items():
         is_io = state == "out" or state < 2
@@ -257,23 +284,18 @@ def _draw_cell(ax, pairs, concat, num_nodes, title):
         name = _OUTPUT_NAME if state == "out" else state_name(state)
         label = f"${name}$" if is_io else str(state - 2)  # Mathtext keeps c_{k-2} compact.
         ax.text(*xy, label, ha="center", va="center", fontsize=10, zorder=4)
-
-    taken, placed = set(), []
-    for position, (op, source) in enumerate(pairs):
-        target = 2 + position // 2
-        rad, start, end = _draw_edge(ax, circles, positions, source, target, taken,
-                                     color="black", linewidth=1.0, zorder=2)
-        # Labels follow their arrow's direction so crossing edges stay tellable apart.
-        xy, angle = _label_place(start, end, rad, op, placed, list(positions.values()))
+    for source, target, rad, dashed in arrows:
+        style = (dict(color="gray", linewidth=0.8, linestyle="--", zorder=1) if dashed
+                 else dict(color="black", linewidth=1.0, zorder=2))
+        ax.add_patch(FancyArrowPatch(
+            positions[source], positions[target], patchA=circles[source],
+            patchB=circles[target], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
+            mutation_scale=12, **style))
+    for op, xy, angle in labels:
         ax.text(*xy, op, ha="center", va="center", fontsize=_LABEL_FONTSIZE, zorder=5,
                 rotation=angle, rotation_mode="anchor",
                 bbox=dict(boxstyle="round,pad=0.15", facecolor="white",
                           edgecolor="none", alpha=0.85))
-    for state in concat:
-        _draw_edge(ax, circles, positions, state, "out", taken,
-                   color="gray", linewidth=0.8, linestyle="--", zorder=1)
-
-    (x0, x1), (y0, y1) = _extent(positions)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_aspect("equal")  # Needed for _arc_point to match the drawn arcs.
@@ -281,30 +303,25 @@ def _draw_cell(ax, pairs, concat, num_nodes, title):
     ax.axis("off")
 
 
-def _extent(positions):
-    """(x range, y range) of a layout, with room for node circles and curved arrows."""
-    xs = [x for x, _ in positions.values()]
-    ys = [y for _, y in positions.values()]
-    return ((min(xs) - _MARGIN, max(xs) + _MARGIN),
-            (min(ys) - _MARGIN, max(ys) + _MARGIN))
-
-
-def genotype_image(genotype):
-    """Picture of the normal and the reduction cell side by side (uint8 RGB)."""
-    # Size the figure from the layouts so larger cells get more pixels.
-    extents = [_extent(_cell_layout(genotype.cell(r)[0], genotype.num_nodes))
-               for r in (False, True)]
-    widths = [x1 - x0 for (x0, x1), _ in extents]
-    height = max(y1 - y0 for _, (y0, y1) in extents)
+def genotype_figure(genotype):
+    """The normal and the reduction cell side by side, as a matplotlib Figure."""
+    geometries = [_cell_geometry(*genotype.cell(reduction), genotype.num_nodes)
+                  for reduction in (False, True)]
+    # Size the figure from the extents so larger cells get more pixels.
+    widths = [x1 - x0 for *_, ((x0, x1), _) in geometries]
+    height = max(y1 - y0 for *_, (_, (y0, y1)) in geometries)
     fig = Figure(figsize=(_INCHES_PER_UNIT * sum(widths) + 0.5,
                           _INCHES_PER_UNIT * height + 0.6),
                  dpi=_DPI, layout="constrained")
     axes = fig.subplots(1, 2, width_ratios=widths)
-    for ax, reduction in zip(axes, (False, True)):
-        pairs, concat = genotype.cell(reduction)
-        _draw_cell(ax, pairs, concat, genotype.num_nodes,
-                   "reduction cell" if reduction else "normal cell")
-    return _to_image(fig)
+    for ax, geometry, title in zip(axes, geometries, ("normal cell", "reduction cell")):
+        _draw_cell(ax, geometry, title)
+    return fig
+
+
+def genotype_image(genotype):
+    """Picture of the normal and the reduction cell side by side (uint8 RGB)."""
+    return _to_image(genotype_figure(genotype))
 
 
 # --------------------------------------------------------------------------- markdown

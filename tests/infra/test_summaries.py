@@ -7,8 +7,10 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from keras_darts.infra import summaries
+from keras_darts.space import published
 from keras_darts.space.genotype import DARTS_V2, Genotype, from_json_dict
 
 PRIMITIVES = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
@@ -93,6 +95,30 @@ def test_genotype_image_with_repeated_edge_and_input_in_concat():
     genotype = Genotype(normal=(("skip_connect", 1), ("sep_conv_3x3", 1)), normal_concat=(1, 2),
                         reduce=(("max_pool_3x3", 0), ("max_pool_3x3", 0)), reduce_concat=(2,))
     _assert_picture(summaries.genotype_image(genotype))
+
+
+def _outside(box, panel, slack=1.0):
+    """Whether display-space `box` pokes out of `panel` by more than `slack` pixels."""
+    return (box.x0 < panel.x0 - slack or box.y0 < panel.y0 - slack
+            or box.x1 > panel.x1 + slack or box.y1 > panel.y1 + slack)
+
+
+@pytest.mark.parametrize("name", published.names())
+def test_every_arrow_and_label_of_a_published_cell_is_inside_its_panel(name):
+    # An arc that bows past the outermost node (an edge from c_{k-1} under the
+    # quickstart's normal cell) was cut off with its label.
+    fig = summaries.genotype_figure(published.REGISTRY[name].genotype)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    checked = 0
+    for ax in fig.axes:
+        panel = ax.get_window_extent(renderer)
+        for artist in ax.patches + ax.texts:
+            box = artist.get_window_extent(renderer)
+            assert not _outside(box, panel), (name, ax.get_title(), artist, box, panel)
+            checked += 1
+    assert checked > 30  # Nodes, arrows and labels of both cells were all looked at.
 
 
 # --------------------------------------------------------------------------- markdown
