@@ -15,12 +15,14 @@ setup(
     entry_points={"console_scripts": ["keras-darts=keras_darts.cli.main:main"]},
     python_requires=">=3.10",
     install_requires=[
-        "tensorflow>=2.18,<3",
-        "keras>=3.8,<4",
+        # The floors are tested: .ci/run's second stage installs .ci/oldest.txt.
+        "tensorflow>=2.21,<3",
+        # TF 2.21 needs >= 3.12; keras.Variable adopts a tf.Variable since 3.10 (reuse.py).
+        "keras>=3.12,<4",
         "tensorflow-datasets>=4.9",
         # tensorflow-datasets 4.9.x imports it undeclared (docs/tensorflow_notes.md#install).
         "importlib_resources",
-        "numpy",
+        "numpy>=1.26",
         "absl-py",
         # TF 2.21 no longer pulls TensorBoard in.
         "tensorboard",
@@ -28,6 +30,8 @@ setup(
         "scikit-learn",
         # TensorBoard pictures: alpha heatmaps and drawn cells.
         "matplotlib",
+        # WebP and TIFF images of folder datasets (matplotlib needs it anyway).
+        "pillow",
         # Kendall's tau-b and Spearman's rho of tools/rank_correlation.py (scikit-learn
         # needs it anyway).
         "scipy",
@@ -35,6 +39,6 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3"],
         # A CUDA machine: the wheel that bundles CUDA and cuDNN.
-        "gpu": ["tensorflow[and-cuda]>=2.18,<3"],
+        "gpu": ["tensorflow[and-cuda]>=2.21,<3"],
     },
 )

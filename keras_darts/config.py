@@ -17,6 +17,7 @@ import os
 from keras_darts import settings as settings_lib
 from keras_darts.errors import ConfigError
 from keras_darts.evaluation.train_step import TrainHParams
+from keras_darts.infra import fileio
 from keras_darts.infra.fileio import atomic_write_text
 from keras_darts.methods.bilevel import SearchHParams
 
@@ -37,6 +38,25 @@ def _in_range(low, high, closed_high=True):
     if closed_high:
         return lambda v: low <= v <= high, f"in [{low}, {high}]"
     return lambda v: low <= v < high, f"in [{low}, {high})"
+
+
+def profile_range(text):
+    """--profile_steps "FIRST,LAST" -> (FIRST, LAST), 1-based inclusive step
+    numbers; "" -> None.  Raises ValueError for anything else."""
+    if not text:
+        return None
+    first, last = (int(part) for part in text.split(","))
+    if not 1 <= first <= last:
+        raise ValueError(text)
+    return first, last
+
+
+def _profile_steps_ok(text):
+    try:
+        profile_range(text)
+    except ValueError:
+        return False
+    return True
 
 
 # The real domain of every numeric field (the flags' own bounds are a subset):
@@ -78,6 +98,7 @@ DOMAINS = {
     "eval_every": _at_least(0),
     "log_every": _at_least(0),
     "keep_checkpoints": _at_least(1),
+    "profile_steps": (_profile_steps_ok, 'empty or "FIRST,LAST" with 1 <= FIRST <= LAST'),
 }
 
 
@@ -102,6 +123,10 @@ class _JsonRecord:
                 if not test(value):
                     raise ConfigError(f"--{field.name} must be {what}, got {value!r}")
 
+    def profiled_steps(self):
+        """--profile_steps as (first, last) step numbers, or None."""
+        return profile_range(self.profile_steps)
+
     def to_json_dict(self):
         return dataclasses.asdict(self)
 
@@ -118,9 +143,7 @@ class _JsonRecord:
     @classmethod
     def load(cls, path):
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            return cls.from_json_dict(data)
+            return cls.from_json_dict(fileio.read_json(path))
         except (OSError, json.JSONDecodeError, TypeError) as e:
             raise ConfigError(f"cannot read {cls.KIND} config {path}: {e}") from None
 
@@ -166,6 +189,7 @@ class SearchConfig(_JsonRecord):
     data_dir: str = ""
     image_size: int = 0          # 0 = the dataset's own size.
     crop_padding: int = -1               # -1 = max(1, image_size // 8).
+    resize: str = "crop"         # Other aspect ratios: "crop" (centre) or "squash".
     # Search space and supernet.
     space: str = "darts"
     channels: int = 16
@@ -205,6 +229,7 @@ class SearchConfig(_JsonRecord):
     graph_optimizer: str = "auto"
     log_every: int = _free(50)
     keep_checkpoints: int = _free(3)
+    profile_steps: str = _free("")
 
     KIND = "search"
 
@@ -261,7 +286,7 @@ class SearchConfig(_JsonRecord):
     def load_from_run(cls, run_dir):
         """The config a search saved in its output directory `run_dir`."""
         path = os.path.join(run_dir, "config.json")
-        if not os.path.isfile(path):
+        if not fileio.isfile(path):
             raise ConfigError(f"{run_dir} is not a keras_darts.search output directory "
                               "(no config.json)")
         return cls.load(path)
@@ -311,6 +336,7 @@ class TrainConfig(_JsonRecord):
     data_dir: str = ""
     image_size: int = 0          # 0 = the dataset's own size.
     crop_padding: int = -1               # -1 = max(1, image_size // 8).
+    resize: str = "crop"         # Other aspect ratios: "crop" (centre) or "squash".
     cutout: int = 16                     # Side of the cutout square in pixels; 0 = no cutout.
     augmentation: str = "crop_flip"  # Or "imagenet", "autoaugment": data/.
     # > 0: train on the rest of the train split, evaluate on this last part of it.
@@ -347,6 +373,7 @@ class TrainConfig(_JsonRecord):
     graph_optimizer: str = "auto"
     log_every: int = _free(50)
     keep_checkpoints: int = _free(3)
+    profile_steps: str = _free("")
 
     KIND = "train"
 

@@ -21,6 +21,7 @@ from keras_darts.cli import flags as cli_flags  # noqa: E402
 from keras_darts.cli.guard import run_guarded, start  # noqa: E402
 from keras_darts.config import SearchConfig  # noqa: E402
 from keras_darts.errors import ConfigError  # noqa: E402
+from keras_darts.infra import fileio  # noqa: E402
 from keras_darts.runs.search_run import run_selection  # noqa: E402
 
 cli_flags.define_select_flags()
@@ -28,7 +29,7 @@ cli_flags.define_select_flags()
 
 def select(source):
     config = cli_flags.to_select_config(SearchConfig.load_from_run(source))
-    if os.path.abspath(config.output_dir) == os.path.abspath(source):
+    if fileio.absolute(config.output_dir) == fileio.absolute(source):
         raise ConfigError("--output_dir must differ from --checkpoint (the search is only read)")
     return run_selection(config, source)
 

@@ -112,7 +112,7 @@ def _define_criterion_flags(fv=FLAGS):
 
 
 def _define_data_flags(d, fv):
-    """--dataset, --data_dir, --image_size, --crop_padding (defaults from config `d`)."""
+    """--dataset, --data_dir, --image_size, --crop_padding, --resize (defaults from config `d`)."""
     flags.DEFINE_string("dataset", d.dataset,
                         "Dataset: 'digits' (offline default, scikit-learn's 8x8 digits), "
                         "'tfds:NAME' (tensorflow-datasets from --data_dir) or 'folder:PATH' "
@@ -125,6 +125,10 @@ def _define_data_flags(d, fv):
     flags.DEFINE_integer("crop_padding", d.crop_padding, "Zero padding (pixels) of the random "
                          "crop augmentation; -1 = max(1, size // 8).", lower_bound=-1,
                          flag_values=fv)
+    flags.DEFINE_enum("resize", d.resize, list(data.RESIZE_MODES),
+                      "How an image that is not square becomes --image_size square: 'crop' "
+                      "keeps its aspect ratio (short side to size, centre crop), 'squash' "
+                      "stretches it.", flag_values=fv)
 
 
 def _define_runtime_flags(d, fv):
@@ -149,6 +153,9 @@ def _define_runtime_flags(d, fv):
     flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints,
                          "Checkpoints kept in --output_dir/checkpoints.", lower_bound=1,
                          flag_values=fv)
+    flags.DEFINE_string("profile_steps", d.profile_steps, "Trace steps FIRST,LAST (1-based "
+                        "step numbers, inclusive) with the TF profiler into the run's "
+                        "tensorboard/ (Profile tab); empty = no trace.", flag_values=fv)
     flags.mark_flag_as_required("output_dir", flag_values=fv)
 
 

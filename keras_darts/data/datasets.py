@@ -24,20 +24,29 @@ before any pipeline is built, so the CLI can exit before writing output.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
 import os
 import re
+import time
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from keras_darts.data import autoaugment, imagenet_aug
 from keras_darts.errors import DataError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Decoded by TensorFlow; by Pillow (a matplotlib dependency) where TF cannot, or not
+# in every supported version.
+TF_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+PILLOW_IMAGE_EXTENSIONS = (".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = TF_IMAGE_EXTENSIONS + PILLOW_IMAGE_EXTENSIONS
+# How an image of another aspect ratio becomes size x size (--resize).
+RESIZE_MODES = ("crop", "squash")
 
 # digits has no official split: a fixed permutation keeps the test set stable
 # across runs and seeds.
@@ -203,16 +212,18 @@ def load_search_data(
     crop_padding: int | None = None,
     eval_batch_size: int | None = None,
     train_portion: float = 0.5,
+    resize: str = "crop",
 ) -> SearchData:
     """Validate `spec` and build the DARTS search pipelines for it.
 
     `train_portion`: the fraction of the train split (its first part) that
-    becomes search-train; the rest is search-val.
+    becomes search-train; the rest is search-val.  `resize`: how images of
+    another aspect ratio become square (RESIZE_MODES, `_resize`).
     """
-    _check_arguments(batch_size, image_size, crop_padding, eval_batch_size)
+    _check_arguments(batch_size, image_size, crop_padding, eval_batch_size, resize)
     if not 0.0 < train_portion < 1.0:
         raise DataError(f"--train_portion must be strictly between 0 and 1, got {train_portion!r}")
-    splits = _load_splits(spec, data_dir, _Sizing(image_size), train_portion)
+    splits = _load_splits(spec, data_dir, _Sizing(image_size, resize=resize), train_portion)
     _check_split_sizes(splits, batch_size)
     info = _dataset_info(spec, splits, splits.search_train)
     train_args = dict(batch_size=batch_size, seed=seed, info=info,
@@ -245,6 +256,7 @@ def load_train_data(
     eval_batch_size: int | None = None,
     augmentation: str = "crop_flip",
     validation_portion: float = 0.0,
+    resize: str = "crop",
 ) -> TrainData:
     """Validate `spec` and build the pipelines that train a network on the whole
     train split and test it on the test split.  Same sources and statistics
@@ -261,7 +273,7 @@ def load_train_data(
     centre-cropped) or `autoaugment` (crop_flip, then the AutoAugment CIFAR-10
     policy); then `cutout` (0: none) on the normalised images.
     """
-    _check_arguments(batch_size, image_size, crop_padding, eval_batch_size)
+    _check_arguments(batch_size, image_size, crop_padding, eval_batch_size, resize)
     if cutout < 0:
         raise DataError(f"cutout size must be >= 0, got {cutout!r}")
     if augmentation not in TRAIN_AUGMENTATIONS:
@@ -272,7 +284,7 @@ def load_train_data(
     recipe = augmentation == "imagenet"
     if recipe and validation_portion:  # Held-out images would keep their native size.
         raise DataError("--validation_portion does not work with --augmentation=imagenet")
-    sizing = _Sizing(image_size, native_train=recipe)
+    sizing = _Sizing(image_size, native_train=recipe, resize=resize)
     if validation_portion:
         splits = _load_splits(spec, data_dir, sizing, train_portion=1.0 - validation_portion)
         train, num_train, evaluated = splits.search_train, splits.num_search_train, "validation"
@@ -358,7 +370,9 @@ def _crop_flip_autoaugment(pad, info):
 # Argument and spec checks
 
 
-def _check_arguments(batch_size, image_size, crop_padding, eval_batch_size):
+def _check_arguments(batch_size, image_size, crop_padding, eval_batch_size, resize):
+    if resize not in RESIZE_MODES:
+        raise DataError(f"--resize must be one of {list(RESIZE_MODES)}, got {resize!r}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise DataError(f"batch size must be a positive integer, got {batch_size!r}")
     if eval_batch_size is not None and eval_batch_size < 1:
@@ -408,15 +422,26 @@ def _check_test_split(splits: _Splits) -> None:
 # Sources. Each returns unbatched float32 images in [0, 1] with static shapes.
 
 
-def _resize(image, image_size):
-    """Resize to image_size x image_size (None: keep) and pin the static shape."""
+def _resize(image, image_size, mode="crop"):
+    """Resize to image_size x image_size (None: keep) and pin the static shape.
+
+    `crop` (the default) keeps the aspect ratio: the short side becomes
+    `image_size` and the long side is centre-cropped; `squash` stretches the
+    image to the square. Square images are the same either way."""
     channels = image.shape[-1]
-    if image_size is not None and tuple(image.shape[:2]) != (image_size, image_size):
+    if image_size is None or tuple(image.shape[:2]) == (image_size, image_size):
+        return image
+    if mode == "crop":
+        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        scale = image_size / tf.reduce_min(shape)
+        scaled = tf.maximum(tf.cast(tf.math.ceil(shape * scale - 1e-3), tf.int32), image_size)
+        image = tf.image.resize(image, scaled, antialias=True)
+        image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+    else:
         image = tf.image.resize(image, (image_size, image_size), antialias=True)
-        # Bilinear/antialias filters overshoot slightly; keep pixels in [0, 1].
-        image = tf.clip_by_value(image, 0.0, 1.0)
-        image = tf.ensure_shape(image, (image_size, image_size, channels))
-    return image
+    # Bilinear/antialias filters overshoot slightly; keep pixels in [0, 1].
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    return tf.ensure_shape(image, (image_size, image_size, channels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,15 +453,16 @@ class _Sizing:
 
     size: int | None = None
     native_train: bool = False
+    resize: str = "crop"  # RESIZE_MODES.
 
     def train(self, image, size):
         """One train image for a network input of `size` (the source's default size)."""
-        return image if self.native_train else _resize(image, size)
+        return image if self.native_train else _resize(image, size, self.resize)
 
     def test(self, image, size):
         if self.native_train:
             return imagenet_aug.test_transform(image, size)
-        return _resize(image, size)
+        return _resize(image, size, self.resize)
 
 
 def _split_sizes(n, train_portion):
@@ -566,7 +592,8 @@ def _tfds_splits(name, data_dir, sizing, train_portion) -> _Splits:
 
 
 def _list_class_tree(root):
-    """(files, labels, class_names) of a class-per-folder tree, in sorted order."""
+    """(files, labels, class_names) of a class-per-folder tree, in sorted order.
+    Files that are not images of IMAGE_EXTENSIONS are skipped with one warning."""
     classes = sorted(
         entry for entry in os.listdir(root)
         if not entry.startswith(".") and os.path.isdir(os.path.join(root, entry))
@@ -577,31 +604,78 @@ def _list_class_tree(root):
     if len(classes) < 2:
         raise DataError(
             f"only one class ({classes[0]!r}) in {root}: need at least 2 class subfolders")
-    files, labels = [], []
+    files, labels, skipped = [], [], collections.Counter()
     for label, name in enumerate(classes):
-        class_files = _image_files(os.path.join(root, name))
+        class_files = _image_files(os.path.join(root, name), skipped)
         if not class_files:
             raise DataError(f"class folder {os.path.join(root, name)} contains no images "
                             f"({', '.join(IMAGE_EXTENSIONS)})")
         files += class_files
         labels += [label] * len(class_files)
+    if skipped:
+        logging.warning("%s: skipped %d files that are not images of a supported format (%s; "
+                        "supported: %s)", root, sum(skipped.values()),
+                        ", ".join(f"{ext or 'no extension'}: {n}" for ext, n in
+                                  sorted(skipped.items())), ", ".join(IMAGE_EXTENSIONS))
     return files, np.array(labels, dtype=np.int32), tuple(classes)
 
 
-def _image_files(directory):
+def _image_files(directory, skipped):
+    """The images under `directory` in sorted order; counts the other files'
+    extensions in `skipped` (hidden files are ignored)."""
     found = []
     for parent, dirs, names in os.walk(directory):
         dirs.sort()  # os.walk order is arbitrary; sorting keeps splits reproducible
-        found += [os.path.join(parent, n) for n in sorted(names)
-                  if n.lower().endswith(IMAGE_EXTENSIONS)]
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            extension = os.path.splitext(name)[1].lower()
+            if extension in IMAGE_EXTENSIONS:
+                found.append(os.path.join(parent, name))
+            else:
+                skipped[extension] += 1
     return found
+
+
+def _pillow_decode(path):
+    """uint8 [H, W, C] of an image TF cannot decode (WebP, TIFF), through Pillow."""
+    from PIL import Image
+
+    path = path.item() if isinstance(path, np.ndarray) else path  # From numpy_function.
+    with Image.open(path.decode() if isinstance(path, bytes) else path) as image:
+        if image.mode not in ("L", "LA", "RGB", "RGBA"):
+            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def _decode_rgb(path):
+    """The image file `path` (a string tensor) as float32 RGB [H, W, 3] in [0, 1].
+
+    A transparent image is composited over black (colour times alpha), so what
+    the network sees does not depend on the hidden colour of transparent pixels;
+    a grey image is repeated over the three channels."""
+    pillow = tf.strings.regex_full_match(
+        tf.strings.lower(path), ".*(" + "|".join(re.escape(e) for e in
+                                                 PILLOW_IMAGE_EXTENSIONS) + ")")
+    image = tf.cond(
+        pillow,
+        lambda: tf.numpy_function(_pillow_decode, [path], tf.uint8, stateful=False),
+        lambda: tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False))
+    image = tf.image.convert_image_dtype(tf.ensure_shape(image, (None, None, None)), tf.float32)
+    channels = tf.shape(image)[-1]
+    colour = tf.cond(channels >= 3, lambda: image[..., :3],
+                     lambda: tf.tile(image[..., :1], [1, 1, 3]))
+    alpha = tf.cond(tf.logical_or(tf.equal(channels, 2), tf.equal(channels, 4)),
+                    lambda: image[..., -1:], lambda: tf.ones_like(image[..., :1]))
+    return tf.ensure_shape(colour * alpha, (None, None, 3))
 
 
 def _decode_file(path):
     """Decode one image file eagerly; a bad file becomes a DataError naming it."""
     try:
-        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    except (tf.errors.OpError, ValueError) as err:
+        return _decode_rgb(tf.constant(path))
+    except (tf.errors.OpError, ValueError, OSError) as err:
         raise DataError(f"cannot read image {path}: {_short_reason(err)}") from None
 
 
@@ -615,9 +689,20 @@ def _short_reason(err):
 
 
 def _load_file(path, resize, image_size):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    image.set_shape((None, None, 3))
-    return resize(tf.image.convert_image_dtype(image, tf.float32), image_size)
+    return resize(_decode_rgb(path), image_size)
+
+
+def _stratified_test_split(labels, fraction, rng):
+    """(test indices, the rest shuffled): `fraction` of every class (at least one
+    image of each class with two or more) goes to the test split, so a small or
+    unbalanced tree keeps every class on both sides."""
+    test, rest = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        count = max(1, int(len(members) * fraction)) if len(members) > 1 else 0
+        test += list(members[:count])
+        rest += list(members[count:])
+    return np.sort(np.array(test, dtype=np.int64)), rng.permutation(np.array(rest, np.int64))
 
 
 def _folder_splits(path, sizing, train_portion) -> _Splits:
@@ -639,9 +724,7 @@ def _folder_splits(path, sizing, train_portion) -> _Splits:
         order = rng.permutation(len(train_files))
     else:
         files, labels, classes = _list_class_tree(root)
-        order = rng.permutation(len(files))
-        num_test = max(1, int(len(files) * FOLDER_TEST_FRACTION))
-        test_idx, order = order[-num_test:], order[:-num_test]
+        test_idx, order = _stratified_test_split(labels, FOLDER_TEST_FRACTION, rng)
         train_files, train_labels = files, labels
         test_files, test_labels = [files[i] for i in test_idx], labels[test_idx]
 
@@ -655,7 +738,7 @@ def _folder_splits(path, sizing, train_portion) -> _Splits:
     # Native-size train images (ImageNet recipe) are decoded again for every use.
     in_memory = (not sizing.native_train
                  and len(all_files) * size * size * 3 * 4 <= _MAX_IN_MEMORY_BYTES)
-    decoded = _validate_images(all_files, size if in_memory else None)
+    decoded = _decode_all(all_files, size if in_memory else None, sizing.resize)
 
     datasets, start = [], 0
     resizes = (sizing.train, sizing.train, sizing.test)
@@ -680,18 +763,30 @@ def _folder_splits(path, sizing, train_portion) -> _Splits:
     )
 
 
-def _validate_images(files, size):
-    """Decode every file once so a corrupt one fails now, naming the file.
-
-    With `size`, also return the resized images as one float32 array, so small
-    trees never need decoding again.
-    """
-    images = np.zeros((len(files), size, size, 3), np.float32) if size else None
-    for i, path in enumerate(files):
-        image = _decode_file(path)
-        if size:
-            images[i] = _resize(tf.image.convert_image_dtype(image, tf.float32), size).numpy()
-    return images
+def _decode_all(files, size, resize_mode):
+    """Decodes every file once, in parallel through tf.data, so a corrupt one fails
+    now (named: the files are then checked one by one to find it).  With `size`,
+    returns the resized images as one float32 array [N, size, size, 3], so small
+    trees are never decoded again; otherwise None."""
+    start = time.time()
+    paths = tf.data.Dataset.from_tensor_slices(files)
+    if size:
+        images = paths.map(lambda f: _resize(_decode_rgb(f), size, resize_mode),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:  # Only checked: the pipelines decode them again as they stream.
+        images = paths.map(lambda f: tf.shape(_decode_rgb(f)),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    try:
+        batches = [batch.numpy() for batch in images.batch(256)]
+    except (tf.errors.OpError, ValueError) as error:
+        for path in files:  # Slow, only to name the bad file.
+            _decode_file(path)
+        raise DataError(f"cannot decode the images ({_short_reason(error)})") from None
+    seconds = time.time() - start
+    logging.info("decoded %d images in %.1f s (%.0f images/s)%s", len(files), seconds,
+                 len(files) / max(seconds, 1e-9), f", held in memory at {size}x{size}"
+                 if size else "")
+    return np.concatenate(batches) if size else None
 
 
 # --------------------------------------------------------------------------

@@ -1,17 +1,119 @@
-"""Small file helpers shared by the modules that write results."""
+"""The one file layer of everything a run reads and writes (docs/design.md#files).
+
+Paths go through `tf.io.gfile`, so every filesystem TensorFlow supports works the
+same: a local folder, `gs://bucket/run` on a cluster, TF's in-memory `ram://` in
+the tests. Joining with `os.path.join` is fine for all of them ("/" separators);
+what must not touch such a path is `os` / `open` / `shutil`, which would make a local
+folder named `gs:`.
+"""
 
 import json
 import math
 import os
 
+import tensorflow as tf
 from absl import logging
+
+gfile = tf.io.gfile
+
+
+def is_local(path):
+    """Whether `path` is on the local disk (no `scheme://` prefix)."""
+    return "://" not in str(path)
+
+
+def absolute(path):
+    """`path` made absolute if local; a `scheme://` path already is."""
+    return os.path.abspath(path) if is_local(path) else str(path)
+
+
+def dirname(path):
+    """The folder holding `path`; `scheme://` itself for a top-level remote path
+    (os.path.dirname would answer `scheme:`, a local name)."""
+    parent = os.path.dirname(str(path))
+    return parent + "//" if parent.endswith(":") and not is_local(path) else parent
+
+
+def exists(path):
+    return gfile.exists(path)
+
+
+def isdir(path):
+    return gfile.isdir(path)
+
+
+def isfile(path):
+    return gfile.exists(path) and not gfile.isdir(path)
+
+
+def makedirs(path):
+    """Makes `path` and its parents; nothing if it exists."""
+    gfile.makedirs(path)
+
+
+def listdir(path):
+    return gfile.listdir(path)
+
+
+def is_empty_dir(path):
+    return gfile.isdir(path) and not gfile.listdir(path)
+
+
+def read_text(path):
+    """The text of `path` (UTF-8); OSError subclasses (tf.errors map to them) if unreadable."""
+    try:
+        with gfile.GFile(path, "r") as f:
+            return f.read()
+    except tf.errors.NotFoundError as e:
+        raise FileNotFoundError(f"{path}: {e.message}") from None
+    except tf.errors.PermissionDeniedError as e:
+        raise PermissionError(f"{path}: {e.message}") from None
+    except tf.errors.OpError as e:
+        raise OSError(f"{path}: {e.message}") from None
+
+
+def read_json(path):
+    return json.loads(read_text(path))
+
+
+def copy(source, target):
+    gfile.copy(source, target, overwrite=True)
+
+
+def move_tree(source, target, last="saved_model.pb"):
+    """Moves the folder `source` to `target` (which must not exist). Locally one
+    atomic rename. Elsewhere folders are names, not objects (object stores, TF's
+    ram://), so every file is renamed on its own, files called `last` at the end:
+    a reader that looks for a SavedModel finds it only once it is complete."""
+    if is_local(source):
+        gfile.rename(source, target, overwrite=False)
+        return
+    files = [os.path.join(folder, name) for folder, _, names in gfile.walk(source)
+             for name in names]
+    for path in sorted(files, key=lambda p: os.path.basename(p) == last):
+        moved = target + path[len(source):]
+        gfile.makedirs(os.path.dirname(moved))
+        gfile.rename(path, moved, overwrite=True)
+    rmtree(source)
+
+
+def rmtree(path):
+    if gfile.exists(path):
+        gfile.rmtree(path)
 
 
 def atomic_write_text(path, text):
     """Writes `text` to `path` so that a crash never leaves a half-written file:
-    a temporary file, flushed to the disk (fsync), then renamed over `path`; the
-    rename is made durable by syncing the directory where the OS allows it."""
+    a temporary file, then renamed over `path`. On the local disk the file is
+    flushed to the disk (fsync) first, and the rename made durable by syncing the
+    directory where the OS allows it; elsewhere the filesystem's own rename
+    (object stores write an object whole or not at all)."""
     tmp = f"{path}.tmp"
+    if not is_local(path):
+        with gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        gfile.rename(tmp, path, overwrite=True)
+        return
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()

@@ -22,8 +22,12 @@ def configure_graph_optimizer(mode="auto"):
     other rewriters ~15 s more; the step time did not change and peak RSS went
     down.  Only model pruning is kept.  `auto` uses it when no GPU is visible;
     with GPUs, layout (NCHW for cuDNN) and remapper fusions pay for themselves.
-    There is no public API for these switches, so this sets the eager
-    context's function-call config (applies to functions first run after).
+    The rewriters with a public switch are turned off through
+    `tf.config.optimizer.set_experimental_options`; the memory optimizer, the
+    meta-optimizer's iteration count and common-subgraph elimination have none
+    (TF 2.18-2.21), so those three are set in the eager context's function-call
+    config, which the public call rebuilds first (both apply to functions first
+    run after).
     """
     if mode not in GRAPH_OPTIMIZER_MODES:
         raise ConfigError(f"--graph_optimizer must be one of {GRAPH_OPTIMIZER_MODES}, got {mode!r}")
@@ -31,26 +35,29 @@ def configure_graph_optimizer(mode="auto"):
         mode = "full" if tf.config.list_physical_devices("GPU") else "fast_compile"
     if mode == "full":
         return mode
+    # Model pruning stays on: it shrinks the graph by 25 %.
+    tf.config.optimizer.set_experimental_options({name: False for name in _PUBLIC_OFF})
     try:
-        from tensorflow.python.eager import context  # No public equivalent.
+        from tensorflow.python.eager import context  # No public switch for the rest.
 
         options = context.context().function_call_options
         config = tf.compat.v1.ConfigProto()
         config.ParseFromString(options.config_proto_serialized)
         rewrite = config.graph_options.rewrite_options
-        off = rewriter_config_pb2.RewriterConfig.OFF
         rewrite.memory_optimization = rewriter_config_pb2.RewriterConfig.NO_MEM_OPT
         rewrite.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
-        for name in ("layout_optimizer", "remapping", "constant_folding",
-                     "arithmetic_optimization", "dependency_optimization", "loop_optimization",
-                     "function_optimization", "implementation_selector", "shape_optimization",
-                     "debug_stripper", "common_subgraph_elimination"):
-            setattr(rewrite, name, off)  # Model pruning stays: it shrinks the graph 25 %.
+        rewrite.common_subgraph_elimination = rewriter_config_pb2.RewriterConfig.OFF
         options.config_proto_serialized = config
     except (ImportError, AttributeError) as e:  # A future TF moved the internals.
-        logging.warning("could not configure Grappler (%s); using TF defaults", e)
-        return "full"
+        logging.warning("could not turn off Grappler's memory optimizer (%s): slower "
+                        "tracing, same results", e)
     return mode
+
+
+# The `fast_compile` rewriters that tf.config.optimizer can switch off.
+_PUBLIC_OFF = ("layout_optimizer", "remapping", "constant_folding", "arithmetic_optimization",
+               "dependency_optimization", "loop_optimization", "function_optimization",
+               "implementation_selector", "shape_optimization", "debug_stripper")
 
 
 def configure_threads():

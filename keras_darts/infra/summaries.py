@@ -6,6 +6,9 @@ no global figure registry is touched and nothing needs closing or leaks when
 this runs many times in a long search.
 """
 
+import json
+import re
+
 import numpy as np
 import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -48,6 +51,12 @@ def edge_labels(num_edges):
     return [f"n{node}<-{state_name(source)}"
             for node in range(num_nodes_for_edges(num_edges))
             for source in range(2 + node)]
+
+
+def edge_tags(num_edges):
+    """Tag-safe edge names in alpha order: "00_n0<-c(k-2)", "01_n0<-c(k-1)", ..."""
+    return [f"{row:02d}_" + label.replace("_{", "(").replace("}", ")")
+            for row, label in enumerate(edge_labels(num_edges))]
 
 
 def _to_image(fig):
@@ -377,22 +386,46 @@ def path_markdown(path):
 # --------------------------------------------------------------------------- writer
 
 
-class EpochWriter:
-    """Per-epoch TensorBoard summaries of a search, written to `logdir`.
+def _flat(config_dict, prefix=""):
+    """{"a": 1, "s": {"b": 2}} -> {"a": 1, "s.b": 2}."""
+    flat = {}
+    for name, value in config_dict.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{name}."))
+        else:
+            flat[prefix + name] = value
+    return flat
 
-    Call from eager Python code (not inside tf.function); `step` may be a
-    plain int.  Usable as a context manager, which closes the writer.
+
+class EpochWriter:
+    """TensorBoard summaries of a run, written to `logdir` when the run commits them.
+
+    Every call only records the summary; `flush()` writes what was recorded. A run
+    flushes right after each checkpoint (`RunLoop.save`), so the event files hold
+    exactly the steps a checkpoint holds: a run killed between two checkpoints
+    redoes those steps after `--resume` and writes their points once, never twice
+    (what an eager write before the checkpoint did). Leaving the `with` block on an
+    error drops what was not committed. Call from eager Python code (not inside
+    tf.function); `step` may be a plain int.
     """
 
     def __init__(self, logdir):
         self.logdir = logdir
         self._writer = tf.summary.create_file_writer(str(logdir))
+        self._pending = []  # Zero-argument writes, in call order.
+
+    def _record(self, step, write):
+        step = int(step)
+
+        def run():
+            with self._writer.as_default(step=step):
+                write()
+        self._pending.append(run)
 
     def scalars(self, step, values):
-        """Writes each {tag: value}, e.g. {"loss/train": 1.2, "lr/weights": 0.025}."""
-        with self._writer.as_default(step=int(step)):
-            for tag, value in values.items():
-                tf.summary.scalar(tag, float(value))
+        """Records each {tag: value}, e.g. {"loss/train": 1.2, "lr/weights": 0.025}."""
+        values = {tag: float(value) for tag, value in values.items()}
+        self._record(step, lambda: [tf.summary.scalar(tag, v) for tag, v in values.items()])
 
     def alphas(self, step, probs_by_cell, primitives):
         """One heatmap image per cell type, tag "alphas/<cell_type>"."""
@@ -403,48 +436,100 @@ class EpochWriter:
         """One heatmap of per-edge, per-op values per cell type, tag "<name>/<cell_type>"
         (e.g. MSR-DARTS's mean stable ranks); `what` titles them; `rows`: row
         labels other than the edges'."""
-        with self._writer.as_default(step=int(step)):
-            for cell_type, matrix in matrices_by_cell.items():
-                image = alpha_heatmap(np.asarray(matrix, np.float64), primitives,
-                                      f"{what}, {cell_type}{'' if rows else ' cell'}, step "
-                                      f"{int(step)}", rows, row_title)
-                tf.summary.image(f"{name}/{cell_type}", image[None], max_outputs=1)
+        for cell_type, matrix in matrices_by_cell.items():
+            image = alpha_heatmap(np.asarray(matrix, np.float64), primitives,
+                                  f"{what}, {cell_type}{'' if rows else ' cell'}, step "
+                                  f"{int(step)}", rows, row_title)
+            self.image(step, f"{name}/{cell_type}", image)
 
     def genotype(self, step, genotype):
         """The derived genotype as text ("genotype/text") and picture ("genotype/cells";
         a HyperCuboid path: "genotype/path")."""
-        with self._writer.as_default(step=int(step)):
-            if hypercuboid.is_path(genotype):
-                tf.summary.text("genotype/text", path_markdown(genotype))
-                tf.summary.image("genotype/path", path_image(genotype)[None], max_outputs=1)
-                return
-            tf.summary.text("genotype/text", genotype_markdown(genotype))
-            tf.summary.image("genotype/cells", genotype_image(genotype)[None], max_outputs=1)
+        if hypercuboid.is_path(genotype):
+            self.text(step, "genotype/text", path_markdown(genotype))
+            self.image(step, "genotype/path", path_image(genotype))
+            return
+        self.text(step, "genotype/text", genotype_markdown(genotype))
+        self.image(step, "genotype/cells", genotype_image(genotype))
+
+    def alpha_trajectories(self, step, probs_by_cell, primitives):
+        """softmax(alpha) of every edge and op as scalars
+        "alpha_trajectory/<cell>/<edge>/<op>": with `trajectory_layout`, one line
+        chart per edge with a line per op over the run (the DARTS papers' plot)."""
+        values = {}
+        for cell_type, probs in probs_by_cell.items():
+            probs = np.asarray(probs, np.float64)
+            for edge, row in zip(edge_tags(len(probs)), probs):
+                values.update({f"alpha_trajectory/{cell_type}/{edge}/{op}": p
+                               for op, p in zip(primitives, row)})
+        self.scalars(step, values)
+
+    def trajectory_layout(self, cell_types, num_edges):
+        """The Custom Scalars dashboard: a section per cell type, a chart per edge."""
+        from tensorboard.plugins.custom_scalar import layout_pb2
+        from tensorboard.plugins.custom_scalar import summary as custom_scalar
+
+        categories = [layout_pb2.Category(title=f"softmax(alpha) over the run: {cell} cell", chart=[
+            layout_pb2.Chart(title=f"{cell} {edge}", multiline=layout_pb2.MultilineChartContent(
+                tag=[f"^{re.escape(f'alpha_trajectory/{cell}/{edge}/')}"]))
+            for edge in edge_tags(num_edges)]) for cell in cell_types]
+        proto = custom_scalar.pb(layout_pb2.Layout(category=categories)).SerializeToString()
+        self._record(0, lambda: tf.summary.experimental.write_raw_pb(proto, step=0))
+
+    def config_text(self, step, config_dict):
+        """The run's settings as a markdown table ("config"), at the step the run
+        (re)started from, so each resume adds the settings it continued with."""
+        rows = "".join(f"| `{name}` | `{json.dumps(value)}` |\n"
+                       for name, value in sorted(_flat(config_dict).items()))
+        self.text(step, "config", "| setting | value |\n|---|---|\n" + rows)
+
+    def hparams(self, step, values, metrics, trial):
+        """The HParams dashboard's row of this run: `values` (a config dict;
+        sections become "section.key") as its hyper-parameters, `metrics` (scalar
+        tags) as its columns.  TensorBoard keeps the first row a run writes."""
+        from tensorboard.plugins.hparams import api as hp
+
+        values = {name: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+                  for name, value in _flat(values).items()}
+        config = dict(hparams=[hp.HParam(name) for name in values],
+                      metrics=[hp.Metric(tag) for tag in metrics])
+
+        def write():
+            hp.hparams_config(**config)
+            hp.hparams(values, trial_id=trial)
+        self._record(step, write)
 
     def histogram(self, step, tag, values):
         """A distribution of `values` (e.g. every pool architecture's score)."""
-        with self._writer.as_default(step=int(step)):
-            tf.summary.histogram(tag, np.asarray(values, np.float32))
+        values = np.asarray(values, np.float32)
+        self._record(step, lambda: tf.summary.histogram(tag, values))
 
     def image(self, step, tag, image):
         """One uint8 RGB image [H, W, 3] (e.g. a scatter plot)."""
-        with self._writer.as_default(step=int(step)):
-            tf.summary.image(tag, np.asarray(image)[None], max_outputs=1)
+        image = np.asarray(image)[None]
+        self._record(step, lambda: tf.summary.image(tag, image, max_outputs=1))
 
     def text(self, step, tag, markdown):
         """A markdown text summary (TensorBoard's Text tab renders tables)."""
-        with self._writer.as_default(step=int(step)):
-            tf.summary.text(tag, markdown)
+        self._record(step, lambda: tf.summary.text(tag, markdown))
 
     def flush(self):
+        """Writes every recorded summary to the event file and flushes it."""
+        pending, self._pending = self._pending, []
+        for write in pending:
+            write()
         self._writer.flush()
 
     def close(self):
+        """Writes what is recorded, then closes the event file."""
+        self.flush()
         self._writer.close()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type, *exc_info):
+        if exc_type is not None:  # Not committed by a checkpoint: the steps are redone.
+            self._pending = []
         self.close()
         return False

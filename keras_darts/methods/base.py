@@ -165,6 +165,11 @@ class SearchMethod:
             "softmax": {cell: p.tolist() for cell, p in probs.items()},
             "selection": self.config.selection, "scores": result.scores})
         writer.alphas(number, probs, model.primitives)
+        if number == 1:  # Committed with epoch 1's checkpoint: once per run.
+            writer.trajectory_layout(list(probs), len(next(iter(probs.values()))))
+        writer.alpha_trajectories(number, probs, model.primitives)
+        for cell, alpha in model.alphas.items():
+            writer.histogram(number, f"alpha_histogram/{cell}", alpha.numpy().ravel())
         return {"lr/alphas": self.config.a_lr} if self.trains_alphas else {}
 
     def end_of_run(self, summary):

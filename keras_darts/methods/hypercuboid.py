@@ -8,9 +8,9 @@ which `keras_darts.train --genotype=path.json` trains as a chain network.
 
 import dataclasses
 import os
-import shutil
 
 from keras_darts.errors import ConfigError
+from keras_darts.infra import fileio
 from keras_darts.infra.fileio import write_json
 from keras_darts.methods import register
 from keras_darts.methods.base import SearchMethod
@@ -85,5 +85,5 @@ class HyperCuboid(SearchMethod):
     def end_of_run(self, summary):
         """Also writes the final path as path.json (the same JSON as genotype.json)."""
         root = self.config.output_dir
-        shutil.copyfile(os.path.join(root, "genotype.json"), os.path.join(root, "path.json"))
+        fileio.copy(os.path.join(root, "genotype.json"), os.path.join(root, "path.json"))
         return summary

@@ -17,7 +17,6 @@ is all a resumed run needs to continue exactly where it stopped.
 """
 
 import datetime
-import json
 import math
 import os
 import signal
@@ -29,6 +28,7 @@ from absl import logging
 
 from keras_darts.errors import ConfigError, Interrupted, TrainingDivergedError
 from keras_darts.infra import cluster as cluster_lib
+from keras_darts.infra import fileio
 from keras_darts.infra.fileio import write_json
 
 RESUME_HISTORY = "resume_history.json"
@@ -83,7 +83,7 @@ def check_output_dir(root, checkpoints, finished_marker, resume, what):
     has_checkpoint = bool(checkpoint_paths(checkpoints))
     if resume and not has_checkpoint:
         raise ConfigError(f"--resume: no checkpoint found in {checkpoints}")
-    if not resume and (has_checkpoint or os.path.exists(finished_marker)):
+    if not resume and (has_checkpoint or fileio.exists(finished_marker)):
         raise ConfigError(f"--output_dir {root} already holds {what}; pass --resume "
                           "to continue it or choose another --output_dir")
 
@@ -94,10 +94,9 @@ def record_resume(root, config, config_path, changes, step):
     config.json, so it describes the run as it continues."""
     path = os.path.join(root, RESUME_HISTORY)
     history = []
-    if os.path.exists(path):
+    if fileio.exists(path):
         try:
-            with open(path, encoding="utf-8") as f:
-                history = list(json.load(f))
+            history = list(fileio.read_json(path))
         except (OSError, ValueError, TypeError) as e:
             logging.warning("%s unreadable (%s): starting a new history", path, e)
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -199,6 +198,32 @@ class StopOnSignal:
         return False
 
 
+class StepProfiler:
+    """--profile_steps: the TF profiler traces steps `first`..`last` (1-based
+    step numbers of the run, inclusive) into `logdir` (TensorBoard's Profile
+    tab).  A run resumed inside the range traces from where it resumed."""
+
+    def __init__(self, steps, logdir):
+        self.first, self.last = steps or (0, -1)
+        self.logdir = logdir
+        self.active = self.done = False
+
+    def before(self, number):
+        if not (self.active or self.done) and self.first <= number <= self.last:
+            tf.profiler.experimental.start(self.logdir)
+            self.active = True
+            logging.info("profiling steps %d-%d into %s", number, self.last, self.logdir)
+
+    def after(self, number):
+        if self.active and number >= self.last:
+            self.stop()
+
+    def stop(self):
+        if self.active:
+            tf.profiler.experimental.stop()
+            self.active, self.done = False, True
+
+
 class RunLoop:
     """Base of the search and training runs (see the module docstring).
 
@@ -215,6 +240,8 @@ class RunLoop:
         self.steps_per_epoch = None
         self._gather = None
         self._stop = StopOnSignal()  # Inactive until entered by the loop.
+        self.writer = None  # The run's summaries.EpochWriter, committed by `save`.
+        self._profiler = None
         self._epoch_times = []
 
     # -- state -------------------------------------------------------------------
@@ -247,8 +274,12 @@ class RunLoop:
     def save(self):
         """Checkpoint numbered by the step count (TF's own write is atomic: a crash
         while saving leaves the previous checkpoint as the latest).  Every worker
-        saves (the save may run collectives); a non-chief's copy is deleted."""
+        saves (the save may run collectives); a non-chief's copy is deleted.  The
+        summaries recorded since the last save are written after it, so TensorBoard
+        never shows a step twice after a resume."""
         path = self.manager.save(checkpoint_number=int(self.global_step.numpy()))
+        if self.writer is not None:
+            self.writer.flush()
         if not self.cluster.is_chief:
             tf.io.gfile.rmtree(self.manager.directory)
         return path
@@ -283,8 +314,11 @@ class RunLoop:
                   prefix=""):
         """The steps of the current epoch (the rest of it, when resumed from a
         checkpoint saved mid-epoch): `step_fn()` -> {metric: scalar}; returns the
-        mean metrics of those steps, named prefix + key.  `epoch`/`epochs` label
-        the progress lines; `describe(metrics)` is their middle part."""
+        mean metrics of those steps, named prefix + key, and their throughput
+        (prefix + "images_per_second", training images of --batch_size per step).
+        `epoch`/`epochs` label the progress lines; `describe(metrics)` is their
+        middle part.  Every `log_every` steps the step's own metrics also go to
+        TensorBoard as "steps/<prefix><key>" at the run's step number."""
         start = time.time()
         totals = {}
         first = int(self.global_step.numpy()) - int(self.epoch.numpy()) * self.steps_per_epoch
@@ -292,20 +326,36 @@ class RunLoop:
             raise ConfigError(f"the checkpoint is at step {int(self.global_step.numpy())}, "
                               f"which is not in epoch {int(self.epoch.numpy()) + 1} with "
                               f"{self.steps_per_epoch} steps per epoch")
-        for step in range(first, self.steps_per_epoch):
-            metrics = {k: float(v) for k, v in step_fn().items()}
-            check_finite(metrics, finite_keys, epoch, step, hint)
-            self.global_step.assign_add(1)
-            for k, v in metrics.items():
-                totals[k] = totals.get(k, 0.0) + v
-            if step + 1 < self.steps_per_epoch and self.stop_signal():
-                self.save()
-                self.stop_if_requested()
-            if log_every and (step + 1) % log_every == 0:
-                logging.info("epoch %d/%d step %d/%d: %s | %.2f s/step", epoch + 1, epochs,
-                             step + 1, self.steps_per_epoch, describe(metrics),
-                             (time.time() - start) / (step + 1 - first))
-        return {prefix + k: v / (self.steps_per_epoch - first) for k, v in totals.items()}
+        if self._profiler is None:
+            self._profiler = StepProfiler(self.config.profiled_steps(), self.writer.logdir)
+        try:
+            for step in range(first, self.steps_per_epoch):
+                number = int(self.global_step.numpy()) + 1
+                self._profiler.before(number)
+                metrics = {k: float(v) for k, v in step_fn().items()}
+                self._profiler.after(number)
+                check_finite(metrics, finite_keys, epoch, step, hint)
+                self.global_step.assign_add(1)
+                for k, v in metrics.items():
+                    totals[k] = totals.get(k, 0.0) + v
+                if step + 1 < self.steps_per_epoch and self.stop_signal():
+                    self.save()
+                    self.stop_if_requested()
+                if log_every and (step + 1) % log_every == 0:
+                    per_step = (time.time() - start) / (step + 1 - first)
+                    logging.info("epoch %d/%d step %d/%d: %s | %.2f s/step", epoch + 1, epochs,
+                                 step + 1, self.steps_per_epoch, describe(metrics), per_step)
+                    self.writer.scalars(number, {
+                        **{f"steps/{prefix}{k}": v for k, v in metrics.items()},
+                        f"steps/{prefix}images_per_second": self.config.batch_size / per_step})
+        except BaseException:  # A trace is only written when the profiler stops.
+            self._profiler.stop()
+            raise
+        steps = self.steps_per_epoch - first
+        means = {prefix + k: v / steps for k, v in totals.items()}
+        means[prefix + "images_per_second"] = steps * self.config.batch_size / (
+            time.time() - start)
+        return means
 
     def check_evaluation(self, name, loss, epoch):
         """An evaluation's non-finite loss stops the run like a training loss

@@ -33,6 +33,7 @@ from keras_darts.config import SearchConfig
 from keras_darts.errors import ConfigError
 from keras_darts.infra import cluster as cluster_lib
 from keras_darts.infra import replicas, runtime
+from keras_darts.infra import fileio
 from keras_darts.infra.fileio import write_json
 from keras_darts.infra.summaries import EpochWriter
 from keras_darts.runs.lifecycle import (RunLoop, StopOnSignal, check_output_dir,
@@ -41,6 +42,11 @@ from keras_darts.runs.lifecycle import (RunLoop, StopOnSignal, check_output_dir,
                                         record_resume)
 from keras_darts.space import genotype as genotype_lib
 from keras_darts.space.supernet import reduction_layers
+
+
+# The HParams dashboard's columns for comparing searches (summaries.EpochWriter.hparams).
+_COMPARED_METRICS = ("eval/test_accuracy", "eval/test_loss", "eval/search_val_accuracy",
+                     "search/images_per_second")
 
 
 class _Paths:
@@ -58,7 +64,7 @@ class _Paths:
 
     def make(self):
         for d in (self.genotypes, self.alphas, self.checkpoints, self.tensorboard):
-            os.makedirs(d, exist_ok=True)
+            fileio.makedirs(d)
 
 
 class SearchRun(RunLoop):
@@ -103,7 +109,8 @@ class SearchRun(RunLoop):
             cfg.dataset, cfg.batch_size, data_dir=cfg.data_dir or None,
             image_size=cfg.image_size or None, seed=cfg.seed,
             crop_padding=None if cfg.crop_padding < 0 else cfg.crop_padding,
-            eval_batch_size=cfg.eval_batch_size or None, train_portion=cfg.train_portion)
+            eval_batch_size=cfg.eval_batch_size or None, train_portion=cfg.train_portion,
+            resize=cfg.resize)
         info = self.data.info
         data_lib.check_image_size(min(info.image_shape[:2]), len(reduction_layers(cfg.layers)))
         data_lib.check_augmentation_sizes(min(info.image_shape[:2]), cfg.crop_padding)
@@ -120,7 +127,7 @@ class SearchRun(RunLoop):
         paths = self.paths
         check_output_dir(paths.root, paths.checkpoints, paths.genotype, self.resume, "a search")
         self._resume_changes = {}
-        if self.resume and os.path.exists(paths.config):
+        if self.resume and fileio.exists(paths.config):
             self._resume_changes = self.config.check_resumable_from(
                 SearchConfig.load(paths.config), also_fixed=self.method.fixed_on_resume)
 
@@ -180,7 +187,7 @@ class SearchRun(RunLoop):
     def output_path(self, *parts):
         """A path under this worker's output directory (its folder is made)."""
         path = os.path.join(self.paths.root, *parts)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fileio.makedirs(os.path.dirname(path))
         return path
 
     def chief_path(self, *parts):
@@ -242,6 +249,7 @@ class SearchRun(RunLoop):
                      self.data.info.num_classes)
         self._open_streams()
         with EpochWriter(self.paths.tensorboard) as self.writer, StopOnSignal() as self._stop:
+            self.writer.config_text(int(self.global_step.numpy()), cfg.to_json_dict())
             self.method.run_epochs(self)
             return self._select_and_finish()
 
@@ -318,8 +326,7 @@ class SearchRun(RunLoop):
         self.writer.scalars(number, {**means, "eval/search_val_loss": val_loss,
                                      "eval/search_val_accuracy": val_acc, "lr/weights": lr,
                                      **arch_scalars})
-        self.writer.genotype(number, result.genotype)
-        self.writer.flush()
+        self.writer.genotype(number, result.genotype)  # Written after the checkpoint.
 
     def _read_out(self):
         """The genotype by the criterion's read-out: the criterion itself, or for
@@ -341,6 +348,9 @@ class SearchRun(RunLoop):
         write_json(self.paths.results, summary)
         self.writer.scalars(cfg.epochs, {"eval/test_loss": test_loss,
                                          "eval/test_accuracy": test_acc})
+        self.writer.hparams(cfg.epochs, {**cfg.to_json_dict(), "genotype":
+                                         result.genotype.to_json_dict()}, _COMPARED_METRICS,
+                            trial=os.path.basename(os.path.normpath(cfg.output_dir)))
         self.writer.flush()
         logging.info("search done: supernet test accuracy %.4f (chance %.3f), loss %.4f; "
                      "genotype written to %s", test_acc, 1.0 / self.data.info.num_classes,

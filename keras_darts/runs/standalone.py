@@ -10,11 +10,11 @@ results.json is read back).
 """
 
 import dataclasses
-import json
 import os
 
 
 from keras_darts.config import TrainConfig
+from keras_darts.infra import fileio
 from keras_darts.runs.lifecycle import checkpoint_paths
 from keras_darts.runs.train_run import run_train
 from keras_darts.space import genotype as genotype_lib
@@ -56,11 +56,10 @@ def train_standalone(genotype, config, strategy=None):
     caller's `strategy` (default: config.strategy's) and returns its results
     dict; a finished candidate is read back, an interrupted one resumed."""
     results_path = os.path.join(config.output_dir, "results.json")
-    if os.path.exists(results_path):
-        with open(results_path, encoding="utf-8") as f:
-            return json.load(f)
-    os.makedirs(config.output_dir, exist_ok=True)
-    if not os.path.exists(config.genotype):
+    if fileio.exists(results_path):
+        return fileio.read_json(results_path)
+    fileio.makedirs(config.output_dir)
+    if not fileio.exists(config.genotype):
         genotype_lib.save(genotype, config.genotype)
     resume = bool(checkpoint_paths(os.path.join(config.output_dir, "checkpoints")))
     return run_train(config, resume=resume, strategy=strategy)

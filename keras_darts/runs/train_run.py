@@ -28,6 +28,7 @@ from keras_darts.errors import ConfigError, GenotypeError
 from keras_darts.evaluation import networks as eval_net
 from keras_darts.evaluation.train_step import NetworkTraining, epoch_lr
 from keras_darts.infra import runtime
+from keras_darts.infra import fileio
 from keras_darts.infra.fileio import write_json
 from keras_darts.infra.summaries import EpochWriter
 from keras_darts.runs.lifecycle import (RunLoop, StopOnSignal, check_output_dir,
@@ -58,7 +59,7 @@ class RunFiles:
 
     def make(self):
         for d in (self.checkpoints, self.tensorboard):
-            os.makedirs(d, exist_ok=True)
+            fileio.makedirs(d)
 
 
 def build_network(config, info, genotype):
@@ -135,17 +136,18 @@ class TrainRun(RunLoop):
             image_size=cfg.image_size or None, seed=cfg.seed,
             crop_padding=None if cfg.crop_padding < 0 else cfg.crop_padding,
             cutout=cfg.cutout, eval_batch_size=cfg.eval_batch_size or None,
-            augmentation=cfg.augmentation, validation_portion=cfg.validation_portion)
+            augmentation=cfg.augmentation, validation_portion=cfg.validation_portion,
+            resize=cfg.resize)
         data_lib.check_image_size(min(self.data.info.image_shape[:2]), _reductions(cfg))
         data_lib.check_augmentation_sizes(min(self.data.info.image_shape[:2]), cfg.crop_padding,
                                           cfg.cutout)
         self.steps_per_epoch = cfg.steps_per_epoch or self.data.steps_per_epoch(cfg.batch_size)
 
     def _check_resumable(self):
-        if os.path.exists(self.files.config):
+        if fileio.exists(self.files.config):
             self._resume_changes = self.config.check_resumable_from(
                 TrainConfig.load(self.files.config))
-        if os.path.exists(self.files.genotype):
+        if fileio.exists(self.files.genotype):
             saved = genotype_lib.load(self.files.genotype)
             if saved != self.genotype:
                 raise ConfigError(f"cannot --resume: {self.files.root} trains a different "
@@ -198,10 +200,11 @@ class TrainRun(RunLoop):
         start = int(self.global_step.numpy())
         train_iter = iter(self.training.distribute(self.data.train_from(start)))
         self._test = None
-        with EpochWriter(self.files.tensorboard) as writer, StopOnSignal() as self._stop:
+        with EpochWriter(self.files.tensorboard) as self.writer, StopOnSignal() as self._stop:
+            self.writer.config_text(start, cfg.to_json_dict())
             for epoch in range(int(self.epoch.numpy()), cfg.epochs):
-                self._run_epoch(epoch, train_iter, writer)
-            summary = self._finish(writer)
+                self._run_epoch(epoch, train_iter, self.writer)
+            summary = self._finish(self.writer)
         if cfg.export_dir:
             export_run(cfg.output_dir, cfg.export_dir)
         return summary
@@ -223,8 +226,7 @@ class TrainRun(RunLoop):
             self._test = self.evaluate(self.data.test)
             self.check_evaluation(f"{self.data.evaluated_on} loss", self._test[0], epoch)
             scalars.update(self._eval_scalars())
-        writer.scalars(epoch + 1, scalars)
-        writer.flush()
+        writer.scalars(epoch + 1, scalars)  # Written after the checkpoint.
         self.epoch.assign(epoch + 1)
         self.save()
         self.stop_if_requested()
@@ -271,6 +273,9 @@ class TrainRun(RunLoop):
                    f"num_{name}": info.num_test if name == "test" else info.num_search_val,
                    "train_seconds_this_process": round(sum(self._epoch_times), 1)}
         write_json(self.files.results, summary)
+        writer.hparams(cfg.epochs, {**cfg.to_json_dict(), "genotype": summary["genotype"]},
+                       (f"eval/{name}_accuracy", f"eval/{name}_loss", "train/images_per_second"),
+                       trial=os.path.basename(os.path.normpath(cfg.output_dir)))
         logging.info("training done: %s accuracy %.4f (chance %.3f), loss %.4f; results "
                      "in %s", name, test_acc, 1.0 / info.num_classes, test_loss, self.files.results)
         return summary
@@ -290,7 +295,9 @@ def _check_checkpoint(path, genotype, network):
     """Raises GenotypeError unless the checkpoint at `path` was trained on `genotype`
     and holds as many network variables as `network` has (shapes are checked
     when restoring)."""
-    reader = tf.train.load_checkpoint(path)
+    # Not tf.train.load_checkpoint: it asks isdir(path) first, which some
+    # filesystems (TF's ram://) answer yes for a prefix that other files start with.
+    reader = tf.compat.v1.train.NewCheckpointReader(path)
     key = f"{_GENOTYPE_KEY}/.ATTRIBUTES/VARIABLE_VALUE"
     if not reader.has_tensor(key):
         raise GenotypeError(f"checkpoint {path} holds no genotype: not a keras_darts.train "
@@ -327,13 +334,12 @@ def restore_run(run_dir, genotype=None):
     genotype or does not fit the network.
     """
     files = RunFiles(run_dir)
-    if not os.path.isfile(files.config):
+    if not fileio.isfile(files.config):
         raise ConfigError(f"{run_dir} is not a keras_darts.train output directory "
                           "(no config.json)")
     config = TrainConfig.load(files.config)
     try:
-        with open(files.dataset, encoding="utf-8") as f:
-            info = data_lib.DatasetInfo.from_json_dict(json.load(f))
+        info = data_lib.DatasetInfo.from_json_dict(fileio.read_json(files.dataset))
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise ConfigError(f"cannot read {files.dataset}: {e}") from None
     run_genotype = genotype_lib.load(files.genotype)

@@ -27,13 +27,13 @@ import dataclasses
 import json
 import numbers
 import operator
-import os
 import time
 
 import numpy as np
 from absl import logging
 
 from keras_darts.errors import ConfigError
+from keras_darts.infra import fileio
 from keras_darts.infra.fileio import atomic_write_text
 from keras_darts.runs.lifecycle import format_duration
 from keras_darts.selection import SelectionResult, register
@@ -390,9 +390,8 @@ def perturbation(run, settings, writer):
     # A resumed non-chief worker reads the chief's state (it keeps none).
     saved_state = run.chief_path("perturbation", "projection.json")
     done = int(run.epoch.numpy()) - cfg.epochs  # Tuning epochs finished before.
-    if os.path.exists(saved_state):
-        with open(saved_state, encoding="utf-8") as f:
-            projection = Projection.from_json(f.read())
+    if fileio.exists(saved_state):
+        projection = Projection.from_json(fileio.read_text(saved_state))
     elif done > 0:
         raise ConfigError(f"{saved_state} is missing: cannot resume perturbation selection")
     else:
@@ -426,12 +425,13 @@ def perturbation(run, settings, writer):
         start = time.time()
         step.fix_rows(projection.fixed_rows())
         means = run.train_epoch(t, tune_epochs)
+        # Recorded before the checkpoint, written by it (summaries.EpochWriter).
+        writer.scalars(cfg.epochs + t + 1, {**{f"perturbation/{k}": v for k, v in means.items()},
+                                            "perturbation/decisions": len(projection.history)})
         run.epoch.assign(cfg.epochs + t + 1)
         run.save()
         save_state()
         run.stop_if_requested()
-        writer.scalars(cfg.epochs + t + 1, {**{f"perturbation/{k}": v for k, v in means.items()},
-                                            "perturbation/decisions": len(projection.history)})
         logging.info("perturbation tuning epoch %d/%d: train loss %.4f acc %.3f | %s",
                      t + 1, tune_epochs, means["search/loss/train"],
                      means["search/accuracy/train"], format_duration(time.time() - start))

@@ -19,7 +19,6 @@ module needs only TensorFlow and Keras.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_darts.errors import ConfigError
@@ -29,12 +28,12 @@ def _adopt(variable, trainable):
     """A Keras variable backed by `variable` itself (not a copy), so Keras
     optimizers update the very variable the reloaded functions read."""
     name = variable.name.split(":")[0].replace("/", "_")  # Keras names cannot hold "/".
-    wrapper = keras.Variable(np.zeros(variable.shape, variable.dtype.as_numpy_dtype),
-                             trainable=trainable, name=name)
-    # The TF backend's Variable keeps its tf.Variable in `_value` (and would take
-    # an existing one in `_initialize`, but the constructor converts it to a
-    # tensor first): no public way to wrap without copying.
-    wrapper._value = variable
+    # Since Keras 3.10 the TF backend's constructor adopts a tf.Variable as it is
+    # (3.8 and 3.9 copied it; setup.py asks for >= 3.12, what TF 2.21 needs).
+    wrapper = keras.Variable(variable, trainable=trainable, name=name)
+    if wrapper.value is not variable:
+        raise RuntimeError(f"Keras {keras.__version__} copies a tf.Variable given to "
+                           "keras.Variable; reusing a SavedModel needs Keras >= 3.10")
     return wrapper
 
 

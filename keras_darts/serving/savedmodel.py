@@ -25,10 +25,12 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 
 import tensorflow as tf
 
 from keras_darts.errors import ConfigError
+from keras_darts.infra import fileio
 
 PIXEL_MAX = 255.0  # Inputs are raw 8-bit pixel values as float32.
 CLASSIFIER_DIR = "classifier"
@@ -37,7 +39,7 @@ FEATURES_DIR = "feature_extractor"
 
 def check_export_dir(export_dir):
     """Raises ConfigError unless `export_dir` is new or an empty directory."""
-    if os.path.exists(export_dir) and (not os.path.isdir(export_dir) or os.listdir(export_dir)):
+    if fileio.exists(export_dir) and not fileio.is_empty_dir(export_dir):
         raise ConfigError(f"--export_dir {export_dir} already exists and is not an empty "
                           "directory; choose a new one")
 
@@ -110,21 +112,21 @@ def export_network(network, info, genotype, weight_decay, export_dir):
     a temporary sibling first, then renamed.
     """
     check_export_dir(export_dir)
-    export_dir = os.path.abspath(export_dir)
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
+    export_dir = fileio.absolute(export_dir)  # Any filesystem TF supports (fileio).
+    tmp = os.path.join(fileio.dirname(export_dir),
+                       f".{os.path.basename(export_dir)}.tmp-{uuid.uuid4().hex[:12]}")
+    fileio.makedirs(tmp)
+    asset_dir = tempfile.mkdtemp()  # Local scratch, copied into each SavedModel's assets/.
     try:
-        asset_dir = tempfile.mkdtemp(dir=tmp)
         assets = _write_assets(asset_dir, info, genotype)
         _save_modules(network, info, weight_decay, assets, tmp)
-        shutil.rmtree(asset_dir)  # Copied into each SavedModel's assets/.
-        if os.path.isdir(export_dir):
-            os.rmdir(export_dir)  # Empty (checked above); rename needs the name free.
-        os.rename(tmp, export_dir)
+        fileio.rmtree(export_dir)  # Empty if it exists (checked above): free the name.
+        fileio.move_tree(tmp, export_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fileio.rmtree(tmp)
         raise
+    finally:
+        shutil.rmtree(asset_dir, ignore_errors=True)
 
 
 def _write_assets(asset_dir, info, genotype):

@@ -20,6 +20,7 @@ import os
 import re
 
 from keras_darts.errors import GenotypeError
+from keras_darts.infra import fileio
 from keras_darts.infra.fileio import atomic_write_text
 
 EDGES_PER_NODE = 2
@@ -163,11 +164,10 @@ def load(path, known_ops=None):
     """Reads a genotype JSON file (or a HyperCuboid path.json: a
     `keras_darts.space.hypercuboid.GridPath`, or NAO's 40-integer text form: a
     "nao" genotype); raises GenotypeError with the path on any problem."""
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise GenotypeError(f"genotype file not found: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = fileio.read_text(path)
     except UnicodeDecodeError as e:
         raise GenotypeError(f"{path}: not valid JSON ({e})") from None
     except OSError as e:  # E.g. no read permission.
@@ -230,7 +230,7 @@ def load_genotype(path_or_name, known_ops=None):
         if known_ops is not None:  # E.g. a network with a restricted op set.
             from_json_dict(genotype.to_json_dict(), known_ops, where=f"genotype {path_or_name}")
         return genotype
-    if (os.path.exists(path_or_name) or path_or_name.endswith((".json", ".txt"))
+    if (fileio.exists(path_or_name) or path_or_name.endswith((".json", ".txt"))
             or os.sep in path_or_name):
         return load(path_or_name, known_ops=known_ops)
     raise GenotypeError(

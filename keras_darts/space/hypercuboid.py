@@ -12,11 +12,11 @@ trains as is `keras_darts/evaluation/chain_network.py`.
 import dataclasses
 import json
 import math
-import os
 
 import numpy as np
 
 from keras_darts.errors import GenotypeError
+from keras_darts.infra import fileio
 from keras_darts.infra.fileio import atomic_write_text
 
 # The grid's two ops, in alpha column order (the reference's MULTICHANNELNET_PRIMITIVES).
@@ -190,13 +190,15 @@ def from_json_dict(data, where="path"):
 
 
 def load(path):
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise GenotypeError(f"path file not found: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
-            return from_json_dict(json.load(f), where=path)
+        data = fileio.read_json(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GenotypeError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:  # E.g. no read permission.
+        raise GenotypeError(f"cannot read path file {path}: {e}") from None
+    return from_json_dict(data, where=path)
 
 
 def save(path_value, filename):

@@ -182,12 +182,12 @@ def test_folder_tree(tmp_path):
     info = loaded.info
     assert info.class_names == ("cat", "dog", "eel") and info.num_classes == 3
     assert info.image_shape == (16, 16, 3)
-    assert info.num_test == 2  # 10% of 20 images
-    assert (info.num_search_train, info.num_search_val) == (9, 9)
+    assert info.num_test == 3  # 10 % of each class, at least one: 1 + 1 + 1 of 6 + 7 + 7.
+    assert (info.num_search_train, info.num_search_val) == (8, 9)
     assert info.flip is True
     images, labels = first_batch(loaded.search_train)
     assert images.shape == (4, 16, 16, 3) and set(labels) <= {0, 1, 2}
-    assert count_examples(loaded.test) == 2
+    assert count_examples(loaded.test) == 3
 
 
 def test_folder_default_size_and_streaming(tmp_path, monkeypatch):
@@ -231,6 +231,54 @@ def test_folder_errors(tmp_path):
     (no_images / "b").mkdir()
     with pytest.raises(DataError, match="contains no images"):
         data.load_search_data(f"folder:{no_images}", 2)
+
+
+def test_folder_test_split_is_stratified_and_decoding_is_timed(tmp_path, caplog):
+    root = str(tmp_path / "unbalanced")
+    make_tree(os.path.join(root, "many"), classes=("a",), per_class=30)
+    make_tree(os.path.join(root, "few"), classes=("b",), per_class=3)
+    for name in ("notes.txt", "photo.heic"):  # Not images of a supported format.
+        (tmp_path / "unbalanced" / "many" / "a" / name).write_text("x")
+    with caplog.at_level("INFO"):
+        loaded = data.load_search_data(f"folder:{root}", 2, image_size=8)
+    labels = np.concatenate([y for _, y in loaded.test.as_numpy_iterator()])
+    assert sorted(labels.tolist()) == [0, 1, 1, 1]  # One of b's 3 (label 0), 10 % of a's 30.
+    assert "decoded 33 images in" in caplog.text
+    assert "skipped 2 files" in caplog.text and ".heic: 1" in caplog.text
+
+
+def _stripes(height, width):
+    """float RGB: the left third red, the middle green, the right blue."""
+    image = np.zeros((height, width, 3), np.float32)
+    for channel in range(3):
+        image[:, channel * width // 3:(channel + 1) * width // 3, channel] = 1.0
+    return image
+
+
+def test_non_square_images_are_centre_cropped_unless_squashed():
+    wide = tf.constant(_stripes(10, 45))
+    cropped = data._resize(wide, 8).numpy()
+    squashed = data._resize(wide, 8, "squash").numpy()
+    assert cropped.shape == squashed.shape == (8, 8, 3)
+    assert cropped[..., 1].min() > 0.99 and cropped[..., [0, 2]].max() < 0.01  # Only green.
+    assert squashed[:, 0, 0].min() > 0.9 and squashed[:, -1, 2].min() > 0.9  # All stripes.
+    tall = data._resize(tf.constant(_stripes(10, 45).transpose(1, 0, 2)), 8).numpy()
+    assert tall[..., 1].min() > 0.99
+
+
+def test_transparent_pixels_are_black_and_webp_and_tiff_are_read(tmp_path):
+    rgba = np.full((6, 8, 4), 255, np.uint8)
+    rgba[:, :4, 3] = 0  # The left half is transparent (its hidden colour is white).
+    for extension in ("png", "webp", "tif"):
+        path = tmp_path / f"logo.{extension}"
+        Image.fromarray(rgba, "RGBA").save(path, **({"lossless": True}
+                                                     if extension == "webp" else {}))
+        image = data._decode_file(str(path)).numpy()
+        assert image.shape == (6, 8, 3), extension
+        assert image[:, :4].max() == 0.0 and image[:, 4:].min() == 1.0, extension
+    grey = tmp_path / "grey.tif"
+    Image.fromarray(np.full((4, 4), 128, np.uint8), "L").save(grey)
+    np.testing.assert_allclose(data._decode_file(str(grey)).numpy(), 128 / 255, rtol=1e-6)
 
 
 def test_folder_corrupt_image_is_named(tmp_path):

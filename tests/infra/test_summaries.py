@@ -146,7 +146,7 @@ def _read_events(logdir):
             for value in event.summary.value:
                 array = tf.make_ndarray(value.tensor)
                 if array.dtype == object and array.ndim == 0:
-                    array = array.item().decode("utf-8")
+                    array = array.item().decode("utf-8", "replace")  # Protos stay bytes-ish.
                 events.setdefault(value.tag, []).append((event.step, array))
     return events
 
@@ -174,3 +174,37 @@ def test_epoch_writer_writes_all_tags(tmp_path):
         width, height = int(image[0]), int(image[1])
         decoded = tf.io.decode_png(image[2]).numpy()
         assert step == 1 and decoded.shape == (height, width, 3) and width > 100
+
+
+def test_nothing_is_written_until_flush_and_an_error_drops_the_uncommitted(tmp_path):
+    with summaries.EpochWriter(tmp_path / "a") as writer:
+        writer.scalars(1, {"loss": 1.0})
+        assert "loss" not in _read_events(tmp_path / "a")  # Recorded, not written.
+        writer.flush()  # What RunLoop.save does after the checkpoint.
+        assert "loss" in _read_events(tmp_path / "a")
+    with pytest.raises(RuntimeError):
+        with summaries.EpochWriter(tmp_path / "b") as writer:
+            writer.scalars(1, {"committed": 1.0})
+            writer.flush()
+            writer.scalars(2, {"lost": 2.0})  # No checkpoint holds step 2.
+            raise RuntimeError("crash before the checkpoint")
+    assert {"committed"} <= set(_read_events(tmp_path / "b")) and \
+        "lost" not in _read_events(tmp_path / "b")
+
+
+def test_trajectories_config_and_hparams_are_written(tmp_path):
+    probs = {"normal": _softmax_rows(5, 8, seed=1), "reduce": _softmax_rows(5, 8, seed=2)}
+    with summaries.EpochWriter(tmp_path) as writer:
+        writer.trajectory_layout(["normal", "reduce"], 5)
+        writer.alpha_trajectories(1, probs, PRIMITIVES)
+        writer.config_text(0, {"w_lr": 0.025, "method_settings": {"edas_tau": 1.0}})
+        writer.hparams(1, {"w_lr": 0.025, "genotype": {"normal": [["skip_connect", 0]]}},
+                       ["eval/test_accuracy"], trial="run")
+    events = _read_events(tmp_path)
+    tag = "alpha_trajectory/normal/02_n1<-c(k-2)/sep_conv_3x3"
+    assert float(events[tag][0][1]) == pytest.approx(probs["normal"][2][4])
+    assert len([t for t in events if t.startswith("alpha_trajectory/")]) == 2 * 5 * 8
+    [(_, config)] = events["config"]
+    assert "| `method_settings.edas_tau` | `1.0` |" in config
+    assert {"_hparams_/experiment", "_hparams_/session_start_info",
+            "custom_scalars__config__"} <= set(events)

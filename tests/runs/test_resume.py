@@ -3,10 +3,12 @@ at a step boundary or mid-step; SIGTERM for every method in
 tests/methods/test_conformance.py) and resumed ends bit-identical to an
 uninterrupted one; a corrupt latest checkpoint falls back to the one before it."""
 
+import glob
 import os
 import signal
 
 import pytest
+import tensorflow as tf
 from conftest import finish, signal_after_line, start_module
 
 from keras_darts.config import SearchConfig
@@ -109,3 +111,35 @@ def test_blank_method_never_updates_the_alphas(tmp_path):
         assert (alpha.numpy() == start).all()
     assert not (run.model.stem_conv.trainable_variables[0].numpy() == kernel).all()
     assert int(run.global_step.numpy()) == 2 * (1 + 6)  # Search + 6 tuning epochs.
+
+
+def _points(logdir):
+    """Every (tag, step) written to the event files in `logdir`, with repeats."""
+    points = []
+    for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            points += [(v.tag, event.step) for v in event.summary.value]
+    return points
+
+
+def test_a_crash_before_the_checkpoint_never_writes_a_step_twice(tmp_path, monkeypatch):
+    config = SearchConfig(output_dir=str(tmp_path / "run"), channels=4, layers=3, nodes=2,
+                          batch_size=16, steps_per_epoch=2, eval_batch_size=256, epochs=2,
+                          log_every=0)
+    real_save, calls = tf.train.CheckpointManager.save, []
+
+    def save_fails_second_time(manager, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # Epoch 2's checkpoint: e.g. the disk is full, or SIGKILL.
+            raise OSError("no space left on device")
+        return real_save(manager, *args, **kwargs)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save_fails_second_time)
+    with pytest.raises(OSError, match="no space"):
+        run_search(config)
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", real_save)
+    run_search(config, resume=True)  # Redoes epoch 2.
+    points = _points(tmp_path / "run" / "tensorboard")
+    assert ("search/loss/train", 2) in points and ("genotype/cells", 2) in points
+    repeated = {p for p in points if points.count(p) > 1}
+    assert not repeated, sorted(repeated)

@@ -346,7 +346,6 @@ class NaoV2(SearchMethod):
         run.writer.scalars(step, {"nao/best_score": float(scores.max()),
                                   "nao/mean_score": float(scores.mean()),
                                   "nao/pool_size": float(len(scores))})
-        run.writer.flush()
         best = self.pool.best()
         logging.info("round %d: pool of %d scored, best %.4f (%s), mean %.4f",
                      self.state.round + 1, len(scores), best.score,
