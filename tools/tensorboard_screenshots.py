@@ -18,6 +18,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tensorboard_check  # noqa: E402
 
+# The HParams columns shown instead of the alphabetically first five.
+HPARAMS_SHOWN = ("method", "selection", "seed", "genotype.normal", "genotype.reduce")
+
+_NOT_HPARAMS = ("Unknown", "Success", "Failure", "Running")
+
 # File name -> the dashboard's URL fragment.
 PAGES = {
     "tensorboard_scalars": "#scalars&tagFilter=%5E(eval%7Csearch)%2F",
@@ -25,6 +30,23 @@ PAGES = {
     "tensorboard_images": "#images",
     "tensorboard_hparams": "#hparams",
 }
+
+
+def _choose_hparams_columns(page):
+    """Ticks HPARAMS_SHOWN and unticks the other hyper-parameters (metric and
+    status boxes stay as they are)."""
+    for box in page.get_by_role("checkbox").all():
+        try:
+            if not box.is_visible():
+                continue
+            label = box.inner_text(timeout=2000).strip()
+            if not label or "/" in label or label in _NOT_HPARAMS:  # Metrics, statuses.
+                continue
+            if box.is_checked(timeout=2000) != (label in HPARAMS_SHOWN):
+                box.click(timeout=2000)
+        except Exception:  # noqa: BLE001 - a checkbox of another panel; not essential.
+            continue
+    page.wait_for_timeout(1000)
 
 
 def main(argv=None):
@@ -51,6 +73,8 @@ def main(argv=None):
                 page.goto(f"{report['url']}/{fragment}")
                 page.wait_for_load_state("networkidle")
                 page.wait_for_timeout(args.settle * 1000)
+                if name == "tensorboard_hparams":
+                    _choose_hparams_columns(page)
                 path = os.path.join(args.output_dir, f"{name}.png")
                 page.screenshot(path=path)
                 print(path)

@@ -239,7 +239,8 @@ def test_folder_test_split_is_stratified_and_decoding_is_timed(tmp_path, caplog)
     make_tree(os.path.join(root, "few"), classes=("b",), per_class=3)
     for name in ("notes.txt", "photo.heic"):  # Not images of a supported format.
         (tmp_path / "unbalanced" / "many" / "a" / name).write_text("x")
-    with caplog.at_level("INFO"):
+    # absl's own logger: another test in this process may have raised its level.
+    with caplog.at_level("INFO", logger="absl"):
         loaded = data.load_search_data(f"folder:{root}", 2, image_size=8)
     labels = np.concatenate([y for _, y in loaded.test.as_numpy_iterator()])
     assert sorted(labels.tolist()) == [0, 1, 1, 1]  # One of b's 3 (label 0), 10 % of a's 30.
