@@ -7,6 +7,7 @@ what must not touch such a path is `os` / `open` / `shutil`, which would make a 
 folder named `gs:`.
 """
 
+import errno
 import json
 import math
 import os
@@ -65,11 +66,11 @@ def read_text(path):
         with gfile.GFile(path, "r") as f:
             return f.read()
     except tf.errors.NotFoundError as e:
-        raise FileNotFoundError(f"{path}: {e.message}") from None
+        raise FileNotFoundError(errno.ENOENT, e.message, path) from None
     except tf.errors.PermissionDeniedError as e:
-        raise PermissionError(f"{path}: {e.message}") from None
+        raise PermissionError(errno.EACCES, e.message, path) from None
     except tf.errors.OpError as e:
-        raise OSError(f"{path}: {e.message}") from None
+        raise OSError(errno.EIO, e.message, path) from None
 
 
 def read_json(path):

@@ -1,9 +1,10 @@
-import builtins
 import json
 
 import pytest
+import tensorflow as tf
 
 from keras_darts.errors import GenotypeError
+from keras_darts.infra import fileio
 from keras_darts.space import genotype as genotype_lib
 
 DARTS_OPS = {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
@@ -59,14 +60,14 @@ def test_malformed_file_names_the_path(tmp_path, monkeypatch):
         genotype_lib.load(str(tmp_path / "missing.json"))
     locked = tmp_path / "locked.json"
     genotype_lib.save(genotype_lib.DARTS_V2, str(locked))
-    real_open = builtins.open
+    real_gfile = fileio.gfile.GFile
 
     def no_permission(path, *args, **kwargs):  # As for a user without read permission.
         if str(path) == str(locked):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
+            raise tf.errors.PermissionDeniedError(None, None, "Permission denied")
+        return real_gfile(path, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "open", no_permission)
+    monkeypatch.setattr(fileio.gfile, "GFile", no_permission)
     with pytest.raises(GenotypeError, match="cannot read genotype file .*locked.json: "
                                             "Permission denied"):
         genotype_lib.load(str(locked))

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -20,6 +22,7 @@ def run_benchmark(*args):
     return json.loads(lines[0])
 
 
+@pytest.mark.extended  # CI time (~85 s); the benchmark's other modes are tested below.
 def test_benchmark_single_edge_over_sharp_ops_with_max_w():
     report = run_benchmark("--relaxation", "single_edge", "--primitives", "sharp",
                            "--weighting", "max_w")

@@ -180,6 +180,7 @@ def _cli_flags(out):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # CI time (~130 s); SIGTERM resume: tests/methods/test_conformance.py.
 def test_sigkill_in_the_rerank_resumes_to_the_same_search(reference, tmp_path):
     """A command-line search killed (SIGKILL: no handler runs) inside the first
     re-rank training, after every round, and resumed, ends with the
