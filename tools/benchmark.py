@@ -11,7 +11,9 @@ Builds the supernet and the step with the same method plug-in
 model build, tracing, graph optimisation, first step); peak_rss_mb from
 `resource.getrusage`; gflop_per_step is counted on the traced step graph (TF's
 registered per-op FLOP statistics, plus our count for the depthwise-conv gradient
-ops TF has none for; element-wise ops such as BN and ReLU are not counted).
+ops TF has none for; element-wise ops such as BN and ReLU are not counted);
+step_nodes / call_sites / functions / function_nodes: the traced step's size
+(keras_darts/infra/graph_stats.py), what the tests hold to recorded bounds.
 """
 
 import argparse
@@ -27,78 +29,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from tensorflow.python.framework import ops as tf_ops  # noqa: E402  (FLOP statistics)
 
 from keras_darts import methods, ops  # noqa: E402
 from keras_darts import settings as settings_lib  # noqa: E402
 from keras_darts.config import SearchConfig  # noqa: E402
 from keras_darts.errors import ConfigError  # noqa: E402
-from keras_darts.infra import runtime  # noqa: E402
+from keras_darts.infra import graph_stats, runtime  # noqa: E402
 from keras_darts.methods.bilevel import ORDERS  # noqa: E402
 from keras_darts.space import mixing  # noqa: E402
 from keras_darts.space.supernet import RECOMPUTE_POLICIES  # noqa: E402
-
-
-def _depthwise_grad_flops(op):
-    """2 * (elements of the output gradient) * kh * kw, as the forward conv."""
-    out_grad = op.inputs[2].shape
-    kernel = op.inputs[1].shape if op.type.endswith("Input") else op.outputs[0].shape
-    return 2 * int(np.prod(out_grad)) * int(kernel[0]) * int(kernel[1])
-
-
-def _executed_ops(graph):
-    """Ops that run: those the outputs or a side effect (an op without outputs,
-    e.g. a variable update) depend on.  Gradient functions also emit gradients
-    nobody asked for (e.g. conv filter gradients in the alpha phase); Grappler
-    prunes them before execution, so they must not be counted."""
-    seeds = [t.op for t in graph.outputs] + [op for op in graph.get_operations()
-                                             if not op.outputs]
-    seen, stack = set(), list(seeds)
-    while stack:
-        op = stack.pop()
-        if op.name in seen:
-            continue
-        seen.add(op.name)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return [op for op in graph.get_operations() if op.name in seen]
-
-
-def _called_function(graph, op):
-    """The FuncGraph a (Stateful)PartitionedCall op runs, or None."""
-    if op.type not in ("PartitionedCall", "StatefulPartitionedCall"):
-        return None
-    function = graph._functions.get(op.get_attr("f").name)  # noqa: SLF001 (no public lookup)
-    return getattr(function, "graph", None)
-
-
-_CONDITIONALS = ("If", "StatelessIf", "Case", "StatelessCase")
-
-
-def count_gflop(graph, _cache=None):
-    """FLOPs of one execution of `graph`, in GFLOP (2 per multiply-add), including
-    the bodies of the shared edge functions it calls (and their recomputation)."""
-    cache = {} if _cache is None else _cache
-    total = 0
-    for op in _executed_ops(graph):
-        if op.type in _CONDITIONALS:  # Which branch runs is data (HyperCuboid's skipping).
-            raise ValueError(f"{op.type} op {op.name}: its executed FLOPs are data-dependent")
-        body = _called_function(graph, op)
-        if body is not None:
-            if body.name not in cache:
-                cache[body.name] = count_gflop(body, cache) * 1e9
-            total += cache[body.name]
-            continue
-        if op.type.startswith("DepthwiseConv2dNativeBackprop"):
-            total += _depthwise_grad_flops(op)
-            continue
-        try:
-            total += tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value or 0
-        except (ValueError, TypeError):  # No statistics registered for this op.
-            pass
-    return total / 1e9
 
 
 def parse_args(argv=None):
@@ -172,8 +112,13 @@ def main(argv=None):
     # The single-edge step's graphs hold every branch of every edge's switch; counting
     # them would count ops that do not run.
     try:
-        gflop = count_gflop(search.step_graph(batch, val_batch))
-    except ValueError:  # A step of several graphs (EDAS) or with conditionals: not counted.
+        graph = search.step_graph(batch, val_batch)
+    except ValueError:  # A step of several graphs (EDAS): not counted.
+        graph = None
+    size = graph_stats.graph_size(graph) if graph is not None else {}
+    try:
+        gflop = graph_stats.count_gflop(graph) if graph is not None else None
+    except ValueError:  # Conditionals (HyperCuboid's skipping): not countable.
         gflop = None
     times = []
     for _ in range(args.steps):
@@ -194,7 +139,8 @@ def main(argv=None):
         "params": model.count_weight_params(),
         "step_s_mean": round(statistics.mean(times), 3) if times else None,
         "gflop_per_step": round(gflop, 4) if gflop is not None else None,
-        "gflops_achieved": round(gflop / median, 4) if times and gflop is not None else None}))
+        "gflops_achieved": round(gflop / median, 4) if times and gflop is not None else None,
+        **size}))
 
 
 if __name__ == "__main__":

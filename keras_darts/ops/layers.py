@@ -10,6 +10,7 @@ on the bottom/right only).
 """
 
 import contextlib
+import functools
 import math
 import threading
 
@@ -129,6 +130,115 @@ def dilate_kernel(kernel, rate):
         spaced = tf.reshape(tf.pad(spaced, pad), shape)
         kernel = spaced[:size] if axis == 0 else spaced[:, :size]
     return kernel
+
+
+def dilated_depthwise_same(x, kernel, rate):
+    """Stride-1 SAME depthwise conv with dilation `rate` (odd kernel), as
+    `tf.nn.depthwise_conv2d(x, kernel, [1]*4, "SAME", dilations=[rate]*2)`.
+
+    That call rearranges x and its result through SpaceToBatch/BatchToSpace
+    (1.2 s of a 7 s search step, BUILD_NOTES.md 4.15).  oneDNN's native dilated
+    forward kernel is correct and faster, but its two backprop kernels ignore
+    the dilation and return wrong numbers without an error (measured on TF
+    2.21), so the gradients are built here from kernels that are right: the
+    input gradient is the same dilated conv of dy with the kernel rotated by
+    180 degrees, the filter gradient a plain filter gradient on the 2x2
+    polyphase rearrangement of x and dy.
+    """
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        y = tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1],
+                                             padding="SAME", dilations=[1, rate, rate, 1])
+
+        def grad(dy):
+            dx = dilated_depthwise_same(dy, tf.reverse(kernel, [0, 1]), rate)
+            return dx, _same_filter_grad(_polyphase(x, rate), _polyphase(dy, rate),
+                                         kernel.shape[0])
+        return y, grad
+
+    return conv(x, kernel)
+
+
+def depthwise_conv(x, kernel, stride, padding):
+    """`tf.nn.depthwise_conv2d(x, kernel, [1, s, s, 1], padding)`, except that for
+    kernels above 3x3 the filter gradient is assembled from 3x3 ones.
+
+    oneDNN has a depthwise kernel for the 3x3 filter gradient only; a 5x5 one
+    runs as a general grouped conv with each channel padded to a block of 16,
+    ~10x the time of the 3x3 (9.0 vs 0.8 ms on 64x32x32x16, BUILD_NOTES.md
+    4.15).  Tap block (t, u) of the gradient is a 3x3 filter gradient of x
+    shifted by (t, u): four 3x3 gradients cover a 5x5 kernel.
+    """
+    k = kernel.shape[0]
+    strides = [1, stride, stride, 1]
+    if k <= 3:
+        return tf.nn.depthwise_conv2d(x, kernel, strides, padding)
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        y = tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=strides,
+                                             padding=padding)
+
+        def grad(dy):
+            dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
+                input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=strides,
+                padding=padding)
+            if padding == "SAME":  # Stride 1 here (Conv pads explicitly at stride 2).
+                return dx, _same_filter_grad(x, dy, k)
+            return dx, _filter_grad_by_3x3(x, dy, k, stride)
+        return y, grad
+
+    return conv(x, kernel)
+
+
+def _same_filter_grad(x, dy, k):
+    """The kxk filter gradient of a stride-1 SAME depthwise conv."""
+    if k <= 3:
+        return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+            input=x, filter_sizes=[k, k, x.shape[-1], 1], out_backprop=dy,
+            strides=[1, 1, 1, 1], padding="SAME")
+    return _filter_grad_by_3x3(pad_spatial(x, (k - 1) // 2), dy, k, 1)
+
+
+def _filter_grad_by_3x3(padded, dy, k, stride):
+    """The kxk depthwise filter gradient of a VALID conv of `padded`, from 3x3
+    VALID filter gradients on shifted windows of it."""
+    starts = sorted({min(t, k - 3) for t in range(0, k, 3)})  # 5x5: taps 0-2 and 2-4.
+    span_h, span_w = (stride * (d - 1) + 3 for d in dy.shape[1:3])
+
+    def pieces(blocks, axis):
+        """The blocks along `axis` without the taps an earlier block already has."""
+        covered, kept = 0, []
+        for t, block in zip(starts, blocks):
+            kept.append(block[covered - t:] if axis == 0 else block[:, covered - t:])
+            covered = t + 3
+        return tf.concat(kept, axis=axis)
+
+    rows = []
+    for t in starts:
+        blocks = [tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+            input=padded[:, t:t + span_h, u:u + span_w], filter_sizes=[3, 3, padded.shape[-1], 1],
+            out_backprop=dy, strides=[1, stride, stride, 1], padding="VALID") for u in starts]
+        rows.append(pieces(blocks, axis=1))
+    return pieces(rows, axis=0)
+
+
+def _polyphase(x, rate):
+    """x with its rate x rate phases moved into the batch (zero-padded at the end
+    to a multiple of `rate`): a dilated SAME conv of x is a plain SAME conv of
+    each phase."""
+    end = tf.math.floormod(-tf.shape(x)[1:3], rate)
+    return tf.space_to_batch(x, [rate, rate], tf.stack([tf.zeros_like(end), end], axis=1))
+
+
+@functools.cache
+def native_dilated_depthwise():
+    """True where `dilated_depthwise_same` may run: TF's oneDNN CPU kernels
+    (the default on x86), no GPU (whose depthwise kernel has no dilation)."""
+    from tensorflow.python.util import _pywrap_util_port  # No public switch query.
+
+    return _pywrap_util_port.IsMklEnabled() and not tf.config.list_physical_devices("GPU")
 
 
 def weighted(y, weight):
@@ -254,10 +364,13 @@ class Conv(BuiltLayer):
                 kernel, dilation = dilate_kernel(kernel, dilation), 1
             x, padding = pad_spatial(x, p), "VALID"  # Measured faster than explicit padding.
         strides = [1, self.stride, self.stride, 1]
-        if self.depthwise:
-            return tf.nn.depthwise_conv2d(x, kernel, strides, padding,
-                                          dilations=[dilation, dilation])
-        return tf.nn.conv2d(x, kernel, strides, padding, dilations=dilation)
+        if not self.depthwise:
+            return tf.nn.conv2d(x, kernel, strides, padding, dilations=dilation)
+        if dilation > 1 and native_dilated_depthwise():  # Stride 1, SAME.
+            return dilated_depthwise_same(x, kernel, dilation)
+        if self.dilation == 1:  # (At stride 2 a dilated kernel is zero-expanded: TF's route.)
+            return depthwise_conv(x, kernel, self.stride, padding)
+        return tf.nn.depthwise_conv2d(x, kernel, strides, padding, dilations=[dilation, dilation])
 
 
 class Sequential(BuiltLayer):

@@ -193,6 +193,49 @@ def test_dilated_depthwise_stride2_equals_subsampled_stride1(k):
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("k,size", [(3, 8), (5, 8), (3, 7), (5, 5)])
+def test_native_dilated_depthwise_and_its_gradients_equal_tensorflows(k, size):
+    """The stride-1 dilated depthwise conv on oneDNN's native kernel, with the
+    gradients built from kernels that are right (its own backprop kernels ignore
+    the dilation): same values and gradients as TF's SpaceToBatch route, odd
+    sizes included (the polyphase split pads them)."""
+    from keras_darts.ops.layers import dilated_depthwise_same, native_dilated_depthwise
+
+    if not native_dilated_depthwise():
+        pytest.skip("no oneDNN CPU kernels here: Conv takes TF's own route")
+    c = 4
+    x = tf.constant(rand(2, size, size, c))
+    kernel = tf.constant(rand(k, k, c, 1))
+    dy = tf.constant(rand(2, size, size, c))
+    results = []
+    for conv in (dilated_depthwise_same,
+                 lambda x, w, rate: tf.nn.depthwise_conv2d(x, w, [1, 1, 1, 1], "SAME",
+                                                           dilations=[rate, rate])):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = conv(x, kernel, 2)
+            loss = tf.reduce_sum(y * dy)
+        results.append([y] + tape.gradient(loss, [x, kernel]))
+    for ours, tfs in zip(*results):
+        np.testing.assert_allclose(ours, tfs, rtol=1e-5, atol=1e-4)
+    ref = np_conv(x.numpy(), kernel.numpy(), (1, 1), (k - 1, k - 1), dilation=2, depthwise=True)
+    np.testing.assert_allclose(results[0][0], ref, rtol=1e-5, atol=1e-5)
+    # The check that makes this route necessary: oneDNN's own input gradient is wrong.
+    native_grad = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
+        input_sizes=x.shape, filter=kernel, out_backprop=dy, strides=[1, 1, 1, 1],
+        padding="SAME", dilations=[1, 2, 2, 1])
+    assert not np.allclose(native_grad, results[1][1], rtol=1e-3, atol=1e-3)
+
+
+def test_dilated_conv_layer_uses_the_native_route_where_it_may():
+    from keras_darts.ops.layers import native_dilated_depthwise
+
+    conv = ops.Conv(4, 4, 3, stride=1, padding=2, dilation=2, depthwise=True)
+    graph = tf.function(conv).get_concrete_function(tf.TensorSpec((2, 8, 8, 4))).graph
+    types = {op.type for op in graph.get_operations()}
+    assert ("SpaceToBatchND" not in types) == native_dilated_depthwise()
+
+
 def test_zero_op():
     x = rand(2, 8, 8, 4, shift=3.0)
     for stride in (1, 2):

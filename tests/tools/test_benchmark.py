@@ -41,6 +41,7 @@ def test_benchmark_prints_one_json_line():
     # C=4, 3 cells, 10 classes: counted like the 1,930,618 default, by the same code.
     assert report["params"] > 0
     assert report["gflop_per_step"] > 0
+    assert report["step_nodes"] > 0 and report["call_sites"] > 0 and report["functions"] > 0
     expected = report["gflop_per_step"] / report["step_s_median"]
     assert abs(report["gflops_achieved"] - expected) <= 0.02 * expected
 
@@ -49,55 +50,3 @@ def test_benchmark_applies_the_methods_implied_graph_optimizer():
     report = run_benchmark("--method", "nao_v2", "--layers", "5", "--steps", "1")
     assert (report["method"], report["graph_optimizer"]) == ("nao_v2", "full")
     assert report["step_s_median"] > 0 and report["params"] > 0
-
-
-def test_flop_count_of_known_graph():
-    import tensorflow as tf
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import benchmark
-
-    x = tf.zeros((2, 8, 8, 4))
-    pointwise = tf.zeros((1, 1, 4, 6))
-    depthwise = tf.zeros((3, 3, 4, 1))
-
-    @tf.function
-    def step(x, kernel):
-        with tf.GradientTape() as tape:
-            tape.watch(kernel)
-            total = tf.reduce_sum(tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME"))
-        grad = tape.gradient(total, kernel)  # Backprop filter only.
-        # The gradient function also emits the input gradient, which nothing uses:
-        # it must not be counted (Grappler prunes it before execution).
-        return tf.nn.conv2d(x, pointwise, 1, "VALID"), grad, total
-
-    graph = step.get_concrete_function(x, depthwise).graph
-    assert "DepthwiseConv2dNativeBackpropFilter" in {op.type for op in graph.get_operations()}
-    conv = 2 * 2 * 8 * 8 * 6 * 4            # 2 FLOP per MAC, 1x1 conv 4 -> 6.
-    depthwise_fwd = 2 * 2 * 8 * 8 * 4 * 9   # 3x3 per channel.
-    depthwise_filter_grad = depthwise_fwd
-    counted = benchmark.count_gflop(graph) * 1e9
-    # Elementwise ops (the reduce_sum and its gradient) add a few hundred FLOPs at most.
-    assert conv + depthwise_fwd + depthwise_filter_grad <= counted
-    assert counted <= conv + depthwise_fwd + depthwise_filter_grad + 1000
-
-
-def test_flop_count_includes_called_functions():
-    import tensorflow as tf
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import benchmark
-
-    x = tf.zeros((2, 8, 8, 4))
-    kernel = tf.zeros((1, 1, 4, 6))
-    # Shared edge functions are not inlined: their bodies must be counted per call.
-    conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "VALID"),
-                       experimental_attributes={"_noinline": True})
-
-    @tf.function
-    def outer(x, k):
-        return conv(x, k) + conv(x + 1.0, k)
-
-    graph = outer.get_concrete_function(x, kernel).graph
-    assert "PartitionedCall" in {op.type for op in graph.get_operations()}
-    one_conv = 2 * 2 * 8 * 8 * 6 * 4
-    counted = benchmark.count_gflop(graph) * 1e9
-    assert 2 * one_conv <= counted <= 2 * one_conv + 2000
