@@ -14,11 +14,15 @@ _CONDITIONALS = ("If", "StatelessIf", "Case", "StatelessCase")
 
 
 def called_function(graph, op):
-    """The FuncGraph a (Stateful)PartitionedCall op runs, or None."""
+    """(name, FuncGraph) of the function a (Stateful)PartitionedCall op runs, or
+    None.  The name identifies it: FuncGraph names repeat (every shared edge
+    function's forward graph is called "run")."""
     if op.type not in _CALLS:
         return None
-    function = graph._functions.get(op.get_attr("f").name)  # noqa: SLF001 (no public lookup)
-    return getattr(function, "graph", None)
+    name = op.get_attr("f").name
+    function = graph._functions.get(name)  # noqa: SLF001 (no public lookup)
+    body = getattr(function, "graph", None)
+    return None if body is None else (name, body)
 
 
 def graph_size(graph):
@@ -30,12 +34,13 @@ def graph_size(graph):
     def visit(g):
         calls = 0
         for op in g.get_operations():
-            body = called_function(g, op)
-            if body is None:
+            called = called_function(g, op)
+            if called is None:
                 continue
             calls += 1
-            if body.name not in bodies:
-                bodies[body.name] = len(body.get_operations())
+            name, body = called
+            if name not in bodies:
+                bodies[name] = len(body.get_operations())
                 visit(body)
         return calls
 
@@ -80,11 +85,12 @@ def count_gflop(graph, _cache=None):
     for op in executed_ops(graph):
         if op.type in _CONDITIONALS:  # Which branch runs is data (HyperCuboid's skipping).
             raise ValueError(f"{op.type} op {op.name}: its executed FLOPs are data-dependent")
-        body = called_function(graph, op)
-        if body is not None:
-            if body.name not in cache:
-                cache[body.name] = count_gflop(body, cache) * 1e9
-            total += cache[body.name]
+        called = called_function(graph, op)
+        if called is not None:
+            name, body = called
+            if name not in cache:
+                cache[name] = count_gflop(body, cache) * 1e9
+            total += cache[name]
             continue
         if op.type.startswith("DepthwiseConv2dNativeBackprop"):
             total += _depthwise_grad_flops(op)

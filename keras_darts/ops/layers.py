@@ -157,7 +157,18 @@ def dilated_depthwise_same(x, kernel, rate):
                                          kernel.shape[0])
         return y, grad
 
-    return conv(x, kernel)
+    # Tensors of the graph being built (x may be captured from an enclosing one,
+    # e.g. in a switch_case branch), so that the gradient refers to this graph's.
+    return conv(tf.identity(x), tf.identity(kernel))
+
+
+def pointwise(x, kernel):
+    """A 1x1 stride-1 conv as one matrix product over all pixels: with oneDNN,
+    forward and backward take 15-25 % less time than Conv2D's at 16-64 channels
+    (BUILD_NOTES.md 4.15)."""
+    shape = tf.concat([tf.shape(x)[:-1], tf.shape(kernel)[-1:]], axis=0)
+    y = tf.matmul(tf.reshape(x, [-1, kernel.shape[2]]), kernel[0, 0])
+    return tf.reshape(y, shape)
 
 
 def depthwise_conv(x, kernel, stride, padding):
@@ -189,7 +200,9 @@ def depthwise_conv(x, kernel, stride, padding):
             return dx, _filter_grad_by_3x3(x, dy, k, stride)
         return y, grad
 
-    return conv(x, kernel)
+    # Tensors of the graph being built (x may be captured from an enclosing one,
+    # e.g. in a switch_case branch), so that the gradient refers to this graph's.
+    return conv(tf.identity(x), tf.identity(kernel))
 
 
 def _same_filter_grad(x, dy, k):
@@ -364,6 +377,8 @@ class Conv(BuiltLayer):
                 kernel, dilation = dilate_kernel(kernel, dilation), 1
             x, padding = pad_spatial(x, p), "VALID"  # Measured faster than explicit padding.
         strides = [1, self.stride, self.stride, 1]
+        if not self.depthwise and k == 1 and self.stride == 1 and p == 0:
+            return pointwise(x, kernel)
         if not self.depthwise:
             return tf.nn.conv2d(x, kernel, strides, padding, dilations=dilation)
         if dilation > 1 and native_dilated_depthwise():  # Stride 1, SAME.

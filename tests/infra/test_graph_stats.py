@@ -65,7 +65,29 @@ def test_graph_size_counts_each_called_body_once():
     assert size["step_nodes"] == len(graph.get_operations())
     assert size["call_sites"] == 3  # Two of `middle`, one of `inner`; the nested call not here.
     assert size["functions"] == 2  # `middle` and `inner`, each once.
-    bodies = {b.name: b for b in (graph_stats.called_function(graph, op)
-                                  for op in graph.get_operations()) if b is not None}
+    bodies = dict(c for c in (graph_stats.called_function(graph, op)
+                              for op in graph.get_operations()) if c is not None)
     assert len(bodies) == 2
     assert size["function_nodes"] == sum(len(b.get_operations()) for b in bodies.values())
+
+
+def test_functions_whose_graphs_share_a_name_are_counted_apart():
+    """FuncGraph names repeat (every shared edge function's forward is "run"):
+    two bodies of one name but different sizes must each count their own FLOPs."""
+    def run(x, k):
+        return tf.nn.conv2d(x, k, 1, "VALID")
+
+    small = tf.function(run, experimental_attributes={"_noinline": True})
+    large = tf.function(run, experimental_attributes={"_noinline": True})
+
+    @tf.function
+    def outer(x, k_small, k_large):
+        return tf.reduce_sum(small(x, k_small)) + tf.reduce_sum(large(x, k_large))
+
+    graph = outer.get_concrete_function(
+        tf.zeros((2, 8, 8, 4)), tf.zeros((1, 1, 4, 2)), tf.zeros((1, 1, 4, 16))).graph
+    counted = graph_stats.count_gflop(graph) * 1e9
+    convs = 2 * 2 * 8 * 8 * 4 * (2 + 16)
+    sums = 2 * 8 * 8 * (2 + 16)  # The two reduce_sums: one add per element.
+    assert convs <= counted <= convs + sums
+    assert graph_stats.graph_size(graph)["functions"] == 2
