@@ -92,8 +92,10 @@ def build(args):
     return plugin, model, step
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def prepare(args):
+    """Threads, Grappler mode (the method's implied one unless asked), seed, then
+    (plugin, model, step object, train batch, val batch or None) of random data:
+    what the benchmark and tools/profile_step.py time."""
     runtime.configure_threads()
     method = methods.by_relaxation(args.relaxation) or args.method
     graph_optimizer = runtime.configure_graph_optimizer(
@@ -106,7 +108,12 @@ def main(argv=None):
     shape = (args.image_size, args.image_size, 3)
     batch = (tf.random.normal((args.batch,) + shape),
              tf.random.uniform((args.batch,), 0, args.classes, tf.int32))
-    val_batch = batch if plugin.trains_alphas else None
+    return graph_optimizer, plugin, model, search, batch, batch if plugin.trains_alphas else None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    graph_optimizer, plugin, model, search, batch, val_batch = prepare(args)
     float(search.step(batch, val_batch)["loss/train"])
     trace_s = time.time() - LAUNCH
     # The single-edge step's graphs hold every branch of every edge's switch; counting

@@ -23,10 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchmark  # noqa: E402  (builds the step as the search does; sets up the import path)
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-from keras_darts.infra import runtime  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -85,14 +82,7 @@ def kernel_table(trace_dir):
 
 def main(argv=None):
     own, args = parse_args(argv)
-    runtime.configure_threads()
-    runtime.configure_graph_optimizer(args.graph_optimizer or "auto")
-    keras.utils.set_random_seed(0)
-    plugin, _, search = benchmark.build(args)
-    shape = (args.image_size, args.image_size, 3)
-    batch = (tf.random.normal((args.batch,) + shape),
-             tf.random.uniform((args.batch,), 0, args.classes, tf.int32))
-    val_batch = batch if plugin.trains_alphas else None
+    _, plugin, _, search, batch, val_batch = benchmark.prepare(args)
 
     def step():
         float(search.step(batch, val_batch)["loss/train"])
