@@ -44,6 +44,14 @@ def gradients_self_contained():
     return getattr(_PAIRED, "enabled", False)
 
 
+def with_local_inputs(gradient_fn, *inputs):
+    """gradient_fn (a `tf.custom_gradient` function) on copies of its inputs made
+    in the graph being built.  An input may be captured from an enclosing graph
+    (a `tf.switch_case` branch's); a gradient closing over the captured tensor
+    itself trips cond_v2's gradient code."""
+    return gradient_fn(*(tf.identity(t) for t in inputs))
+
+
 def max_pool_recomputing(pool, x):
     """pool(x), whose gradient re-runs pool(x) next to the gradient kernel."""
 
@@ -56,9 +64,7 @@ def max_pool_recomputing(pool, x):
             return tape.gradient(again, x, output_gradients=upstream)
         return pool(x), grad
 
-    # A tensor of the graph being built (x may be captured from an enclosing
-    # one), so that the gradient refers to this graph's value.
-    return forward(tf.identity(x))
+    return with_local_inputs(forward, x)
 
 
 class TorchUniform(keras.initializers.Initializer):
@@ -116,7 +122,8 @@ def dilate_kernel(kernel, rate):
 
     TF refuses dilation together with stride 2; convolving with the zero-expanded
     kernel at stride 2 is the same map and ~25 % cheaper than a stride-1 dilated
-    conv followed by subsampling.
+    conv followed by subsampling.  (`Conv` uses it only where the stride differs
+    from the dilation; where they are equal, subsampling first is cheaper still.)
     """
     k = kernel.shape[0]
     size = rate * (k - 1) + 1
@@ -157,9 +164,7 @@ def dilated_depthwise_same(x, kernel, rate):
                                          kernel.shape[0])
         return y, grad
 
-    # Tensors of the graph being built (x may be captured from an enclosing one,
-    # e.g. in a switch_case branch), so that the gradient refers to this graph's.
-    return conv(tf.identity(x), tf.identity(kernel))
+    return with_local_inputs(conv, x, kernel)
 
 
 def pointwise(x, kernel):
@@ -181,6 +186,8 @@ def depthwise_conv(x, kernel, stride, padding):
     4.15).  Tap block (t, u) of the gradient is a 3x3 filter gradient of x
     shifted by (t, u): four 3x3 gradients cover a 5x5 kernel.
     """
+    if padding == "SAME" and stride != 1:
+        raise ValueError("depthwise_conv: SAME padding is for stride 1 (pad explicitly)")
     k = kernel.shape[0]
     strides = [1, stride, stride, 1]
     if k <= 3:
@@ -195,14 +202,12 @@ def depthwise_conv(x, kernel, stride, padding):
             dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
                 input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=strides,
                 padding=padding)
-            if padding == "SAME":  # Stride 1 here (Conv pads explicitly at stride 2).
+            if padding == "SAME":  # Stride 1 (checked above).
                 return dx, _same_filter_grad(x, dy, k)
             return dx, _filter_grad_by_3x3(x, dy, k, stride)
         return y, grad
 
-    # Tensors of the graph being built (x may be captured from an enclosing one,
-    # e.g. in a switch_case branch), so that the gradient refers to this graph's.
-    return conv(tf.identity(x), tf.identity(kernel))
+    return with_local_inputs(conv, x, kernel)
 
 
 def _same_filter_grad(x, dy, k):
@@ -367,8 +372,13 @@ class Conv(BuiltLayer):
         kernel = tf.convert_to_tensor(self.kernel)
         if self.spectral_norm is not None:
             kernel = self.spectral_norm(kernel, training=training)
-        k, dilation, p = self.kernel_size, self.dilation, self.padding
-        if self.stride == 1 and k % 2 == 1 and p == dilation * (k - 1) // 2:
+        k, stride, dilation, p = self.kernel_size, self.stride, self.dilation, self.padding
+        if stride > 1 and dilation == stride and k % 2 == 1 and p == dilation * (k - 1) // 2:
+            # Every tap of a stride-s conv dilated by s reads a pixel whose row and
+            # column are multiples of s: the same map is a plain stride-1 conv of the
+            # subsampled input, with 1/s^2 of the work (BUILD_NOTES.md 4.17).
+            x, stride, dilation, p = x[:, ::stride, ::stride], 1, 1, (k - 1) // 2
+        if stride == 1 and k % 2 == 1 and p == dilation * (k - 1) // 2:
             # Symmetric "same" padding is TF's SAME at stride 1.  Explicit padding
             # would send depthwise gradients to a generic kernel 2-3x slower than oneDNN's.
             padding = "SAME"
@@ -376,15 +386,15 @@ class Conv(BuiltLayer):
             if dilation > 1:
                 kernel, dilation = dilate_kernel(kernel, dilation), 1
             x, padding = pad_spatial(x, p), "VALID"  # Measured faster than explicit padding.
-        strides = [1, self.stride, self.stride, 1]
-        if not self.depthwise and k == 1 and self.stride == 1 and p == 0:
+        if not self.depthwise and k == 1 and stride == 1 and p == 0:
             return pointwise(x, kernel)
+        strides = [1, stride, stride, 1]
         if not self.depthwise:
             return tf.nn.conv2d(x, kernel, strides, padding, dilations=dilation)
         if dilation > 1 and native_dilated_depthwise():  # Stride 1, SAME.
             return dilated_depthwise_same(x, kernel, dilation)
-        if self.dilation == 1:  # (At stride 2 a dilated kernel is zero-expanded: TF's route.)
-            return depthwise_conv(x, kernel, self.stride, padding)
+        if dilation == 1:
+            return depthwise_conv(x, kernel, stride, padding)
         return tf.nn.depthwise_conv2d(x, kernel, strides, padding, dilations=[dilation, dilation])
 
 

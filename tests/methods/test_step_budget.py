@@ -29,18 +29,18 @@ SIZE = ["--channels", "4", "--layers", "3", "--nodes", "4", "--image_size", "8",
 EDGES = 42
 EDGE_KINDS = 5  # (C, stride): (4, 1), (8, 2), (8, 1), (16, 2), (16, 1).
 
-# Recorded on TF 2.21 / Keras 3.15 (BUILD_NOTES.md 4.15): graph nodes as upper
+# Recorded on TF 2.21 / Keras 3.15 (BUILD_NOTES.md 4.15, 4.17): graph nodes as upper
 # bounds (+3 %, for other TF versions); calls of shared functions (one per edge
 # per forward and backward pass: 4 per edge in a first-order step, 10 in a
 # second-order one) and distinct function bodies (5 kinds x 2 phases x forward
 # and backward) exactly; GFLOP to 0.5 %.
 RECORDED = {
     ("first", "all"): {"step_nodes": 10455, "call_sites": 168, "functions": 20,
-                       "function_nodes": 10240, "gflop": 0.03434337},
+                       "function_nodes": 10168, "gflop": 0.031314378},
     ("first", "none"): {"step_nodes": 10455, "call_sites": 168, "functions": 20,
-                        "function_nodes": 8346, "gflop": 0.025489146},
+                        "function_nodes": 8206, "gflop": 0.02334489},
     ("second", "all"): {"step_nodes": 31537, "call_sites": 420, "functions": 20,
-                        "function_nodes": 10240, "gflop": 0.088872462},
+                        "function_nodes": 10168, "gflop": 0.08111259},
 }
 
 

@@ -177,20 +177,42 @@ def test_search_pool_is_followed_by_batch_norm():
     np.testing.assert_allclose(y.var(axis=(0, 1, 2)), 1.0, atol=1e-3)
 
 
-@pytest.mark.parametrize("k", [3, 5])
-def test_dilated_depthwise_stride2_equals_subsampled_stride1(k):
+@pytest.mark.parametrize("depthwise", [True, False])
+@pytest.mark.parametrize("k,size", [(3, 8), (5, 8), (3, 7), (5, 9), (3, 1), (5, 2)])
+def test_dilated_conv_stride2_equals_subsampled_stride1(k, size, depthwise):
+    """A stride-2 conv dilated by 2 runs as a plain conv of the subsampled input:
+    same values and gradients as TF's stride-1 dilated conv subsampled, odd sizes
+    included, and the layer's graph holds no dilated or zero-expanded kernel."""
     c = 4
     pad = k - 1  # dilation 2: pad 2 for 3x3, 4 for 5x5
-    conv = ops.Conv(c, c, k, stride=2, padding=pad, dilation=2, depthwise=True)
-    x = rand(2, 8, 8, c)
-    y = conv(x).numpy()
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    full = tf.nn.depthwise_conv2d(xp, conv.kernel.numpy(), [1, 1, 1, 1], "VALID",
-                                  dilations=[2, 2]).numpy()
-    assert y.shape == (2, 4, 4, c)
-    np.testing.assert_allclose(y, full[:, ::2, ::2, :], rtol=1e-5, atol=1e-5)
-    ref = np_conv(x, conv.kernel.numpy(), (2, 2), (pad, pad), dilation=2, depthwise=True)
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    conv = ops.Conv(c, c, k, stride=2, padding=pad, dilation=2, depthwise=depthwise)
+    x = tf.constant(rand(2, size, size, c))
+    dy = tf.constant(rand(2, (size + 1) // 2, (size + 1) // 2, c))
+    conv(x)
+
+    def reference(x):
+        xp = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+        full = (tf.nn.depthwise_conv2d(xp, conv.kernel, [1, 1, 1, 1], "VALID", dilations=[2, 2])
+                if depthwise else tf.nn.conv2d(xp, conv.kernel, 1, "VALID", dilations=2))
+        return full[:, ::2, ::2, :]
+
+    results = []
+    for fn in (conv, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(fn(x) * dy)
+        results.append([fn(x)] + tape.gradient(loss, [x, conv.kernel]))
+    assert results[0][0].shape == dy.shape
+    for ours, tfs in zip(*results):
+        np.testing.assert_allclose(ours, tfs, rtol=1e-5, atol=1e-4)
+    ref = np_conv(x.numpy(), conv.kernel.numpy(), (2, 2), (pad, pad), dilation=2,
+                  depthwise=depthwise)
+    np.testing.assert_allclose(results[0][0], ref, rtol=1e-5, atol=1e-5)
+    graph = tf.function(conv).get_concrete_function(tf.TensorSpec(x.shape)).graph
+    ops_in = graph.get_operations()
+    assert not {"SpaceToBatchND", "Pad"} & {op.type for op in ops_in}
+    assert all(op.get_attr("dilations") == [1, 1, 1, 1] for op in ops_in
+               if op.type in ("DepthwiseConv2dNative", "Conv2D"))
 
 
 @pytest.mark.parametrize("k,size", [(3, 8), (5, 8), (3, 7), (5, 5), (5, 2), (3, 1)])
