@@ -20,6 +20,23 @@ def _tf_variable(v):
     return getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
 
 
+def clip_by_global_norm(grads, clip_norm):
+    """(grads scaled to a global norm of at most `clip_norm`, their global norm):
+    `tf.clip_by_global_norm`'s arithmetic op for op, without the Identity it wraps
+    every result in (1,399 of the search step's graph nodes, BUILD_NOTES.md 4.17).
+    None entries stay None."""
+    norm = tf.linalg.global_norm(grads)
+    clip = tf.constant(clip_norm, norm.dtype)
+    scale = clip * tf.minimum(1.0 / norm, tf.constant(1.0, norm.dtype) / clip)
+    scale = scale + (norm - norm)  # A NaN or infinite norm makes every value NaN.
+
+    def scaled(g):
+        if isinstance(g, tf.IndexedSlices):
+            return tf.IndexedSlices(g.values * tf.cast(scale, g.dtype), g.indices, g.dense_shape)
+        return None if g is None else g * tf.cast(scale, g.dtype)
+    return [scaled(g) for g in grads], norm
+
+
 def assign_all(variables, values):
     """Sets (mirrored) `variables` to `values`, the same on every replica; call
     in a replica context (a plain assign there is refused for mirrored ones)."""
@@ -37,7 +54,10 @@ class _Optimizer(tf.Module):
     """Slot bookkeeping and the replica-safe apply.
 
     Subclasses name their slots in `slot_names` and define
-    `_update(var, grad, *slots, lr, step)` for one variable on one device.
+    `_update(var, grad, *slots, hyper, step)` for one variable on one device;
+    `hyper` holds the update's scalars as tensors, made once per apply
+    (`_hyper`: a Python float in each of the search step's 1,400 updates would
+    be 1,400 more graph constants).
     """
 
     slot_names = ()
@@ -55,6 +75,10 @@ class _Optimizer(tf.Module):
                              for i, v in enumerate(variables)]
                       for slot in self.slot_names}
         self._num_variables = len(variables)
+
+    def _hyper(self, lr):
+        """The scalars of `_update` as tensors: learning rate, weight decay."""
+        return {"lr": lr, "weight_decay": tf.constant(self.weight_decay)}
 
     def reset(self):
         """Forgets all state (slots, step count): the optimizer of a fresh run."""
@@ -83,7 +107,7 @@ class _Optimizer(tf.Module):
 
         def merge_fn(strategy, grads):
             step = tf.cast(self.iterations + 1, tf.float32)
-            lr = tf.identity(self.learning_rate)
+            hyper = self._hyper(tf.identity(self.learning_rate))
             scalars = {}  # id(active flag) -> its `_active_scalars`.
             for i, (g, v) in enumerate(zip(grads, variables)):
                 if g is None:
@@ -94,9 +118,10 @@ class _Optimizer(tf.Module):
                 if active is not None and active[i] is not None:
                     key = id(active[i])  # Variables of one op share their scalars.
                     if key not in scalars:
-                        scalars[key] = self._active_scalars(tf.cast(active[i], tf.float32), lr)
+                        scalars[key] = self._active_scalars(tf.cast(active[i], tf.float32),
+                                                            hyper)
                     update = functools.partial(self._update_active, scalars=scalars[key])
-                strategy.extended.update(v, update, args=(g, *slots, lr, step), group=False)
+                strategy.extended.update(v, update, args=(g, *slots, hyper, step), group=False)
             strategy.extended.update(self.iterations, lambda it: it.assign_add(1), group=False)
 
         tf.distribute.get_replica_context().merge_call(merge_fn, args=(list(grads),))
@@ -127,19 +152,23 @@ class MomentumSGD(_Optimizer):
         super().__init__(variables, learning_rate, weight_decay, name)
         self.momentum = float(momentum)
 
-    def _update(self, var, grad, buf, lr, step):
+    def _hyper(self, lr):
+        return {**super()._hyper(lr), "momentum": tf.constant(self.momentum)}
+
+    def _update(self, var, grad, buf, hyper, step):
         if self.weight_decay:
-            grad = grad + self.weight_decay * var
+            grad = grad + hyper["weight_decay"] * var
         # TF's fused kernel has PyTorch's semantics: buf = mu*buf + g; var -= lr*buf.
         return tf.raw_ops.ResourceApplyMomentum(
-            var=var.handle, accum=buf.handle, lr=lr, grad=grad, momentum=self.momentum,
-            use_locking=False, use_nesterov=False)
+            var=var.handle, accum=buf.handle, lr=hyper["lr"], grad=grad,
+            momentum=hyper["momentum"], use_locking=False, use_nesterov=False)
 
-    def _active_scalars(self, active, lr):
+    def _active_scalars(self, active, hyper):
         """(lr, momentum, weight decay) of `_update_active` for a 0/1 flag."""
-        return lr * active, self.momentum * active + (1.0 - active), self.weight_decay * active
+        return (hyper["lr"] * active, hyper["momentum"] * active + (1.0 - active),
+                hyper["weight_decay"] * active)
 
-    def _update_active(self, var, grad, buf, lr, step, scalars):
+    def _update_active(self, var, grad, buf, hyper, step, scalars):
         """`_update` if the op ran; else buf = 1 * buf + 0 and var -= 0 * buf:
         both bit-identical, in the same one fused kernel (no copies, no select)."""
         lr, momentum, weight_decay = scalars
@@ -160,8 +189,9 @@ class Adam(_Optimizer):
         super().__init__(variables, learning_rate, weight_decay, name)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
-    def _update(self, var, grad, m, v, lr, step):
-        grad = grad + self.weight_decay * var
+    def _update(self, var, grad, m, v, hyper, step):
+        lr = hyper["lr"]
+        grad = grad + hyper["weight_decay"] * var
         m = m.assign(self.beta_1 * m + (1.0 - self.beta_1) * grad)
         v = v.assign(self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad))
         correction_1 = 1.0 - tf.pow(self.beta_1, step)

@@ -15,7 +15,7 @@ import tensorflow as tf
 from keras_darts import schedules
 from keras_darts.evaluation import networks as eval_net
 from keras_darts.infra import replicas
-from keras_darts.optim import MomentumSGD
+from keras_darts.optim import MomentumSGD, clip_by_global_norm
 
 LR_SCHEDULES = schedules.names()
 
@@ -96,7 +96,7 @@ class NetworkTraining:
         # None (a weight of a node left out of the concat list) stays None.
         grads = replicas.all_reduce_sum(tape.gradient(loss, variables))
         # Clip by the global norm of the full-batch gradient, before L2 (reference order).
-        grads, grad_norm = tf.clip_by_global_norm(grads, self.hparams.grad_clip)
+        grads, grad_norm = clip_by_global_norm(grads, self.hparams.grad_clip)
         self.optimizer.apply(grads, variables)
         logits = outputs[0] if isinstance(outputs, tuple) else outputs
         return {"loss": loss, "correct": _correct(labels, logits),

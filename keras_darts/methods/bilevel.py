@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_darts.infra import replicas
-from keras_darts.optim import Adam, MomentumSGD, assign_all
+from keras_darts.optim import Adam, MomentumSGD, assign_all, clip_by_global_norm
 from keras_darts.space import plans
 
 
@@ -254,7 +254,7 @@ class BilevelSearch:
         loss, correct, grads = self._loss_and_grads(images, labels, weight_vars,
                                                     make_plan=make_plan)
         # Clip by the global norm of the full-batch gradient, before L2 (reference order).
-        grads, grad_norm = tf.clip_by_global_norm(grads, self.hparams.w_grad_clip)
+        grads, grad_norm = clip_by_global_norm(grads, self.hparams.w_grad_clip)
         self.weight_optimizer.apply(grads, weight_vars, active=active)
         return loss, correct, grad_norm
 

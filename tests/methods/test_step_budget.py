@@ -35,11 +35,11 @@ EDGE_KINDS = 5  # (C, stride): (4, 1), (8, 2), (8, 1), (16, 2), (16, 1).
 # second-order one) and distinct function bodies (5 kinds x 2 phases x forward
 # and backward) exactly; GFLOP to 0.5 %.
 RECORDED = {
-    ("first", "all"): {"step_nodes": 10455, "call_sites": 168, "functions": 20,
+    ("first", "all"): {"step_nodes": 8811, "call_sites": 168, "functions": 20,
                        "function_nodes": 10168, "gflop": 0.031314378},
-    ("first", "none"): {"step_nodes": 10455, "call_sites": 168, "functions": 20,
+    ("first", "none"): {"step_nodes": 8811, "call_sites": 168, "functions": 20,
                         "function_nodes": 8206, "gflop": 0.02334489},
-    ("second", "all"): {"step_nodes": 31537, "call_sites": 420, "functions": 20,
+    ("second", "all"): {"step_nodes": 29893, "call_sites": 420, "functions": 20,
                         "function_nodes": 10168, "gflop": 0.08111259},
 }
 

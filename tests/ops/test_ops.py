@@ -272,6 +272,15 @@ def test_depthwise_filter_gradient_from_3x3_blocks_equals_tensorflows(k, stride,
         np.testing.assert_allclose(ours, tfs, rtol=1e-5, atol=1e-4)
 
 
+def test_depthwise_conv_refuses_same_padding_at_stride_2():
+    """SAME at stride 2 pads bottom/right only (not PyTorch's symmetric pad): the
+    layers pad explicitly there, and the kernel refuses what it would get wrong."""
+    from keras_darts.ops.layers import depthwise_conv
+
+    with pytest.raises(ValueError, match="SAME padding is for stride 1"):
+        depthwise_conv(tf.zeros((1, 8, 8, 2)), tf.zeros((5, 5, 2, 1)), 2, "SAME")
+
+
 def test_pointwise_conv_is_a_matrix_product_with_conv2ds_values():
     from keras_darts.ops.layers import pointwise
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_darts.infra import replicas
-from keras_darts.optim import Adam
+from keras_darts.optim import Adam, clip_by_global_norm
 from keras_darts.space import nao_arch
 
 STEPS = nao_arch.ARCH_LENGTH // 2        # Encoder steps: one (input, op) pair each.
@@ -406,7 +406,7 @@ class Controller:
             loss = tf.reduce_sum(per_example) / tf.cast(size, tf.float32)
         # Embedding gradients come as IndexedSlices; dense ones all-reduce and clip alike.
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
-        grads, _ = tf.clip_by_global_norm(replicas.all_reduce_sum(grads), hp.grad_clip)
+        grads, _ = clip_by_global_norm(replicas.all_reduce_sum(grads), hp.grad_clip)
         optimizer.apply(grads, variables)
         return {"loss": tf.reduce_sum(per_example), "mse": tf.reduce_sum(squared),
                 "nll": tf.reduce_sum(nll)}

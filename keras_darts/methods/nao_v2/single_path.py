@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from keras_darts.infra import replicas
 from keras_darts.methods.bilevel import _correct, _cross_entropy, _eval_sums
-from keras_darts.optim import MomentumSGD
+from keras_darts.optim import MomentumSGD, clip_by_global_norm
 from keras_darts.space import nao_arch
 
 
@@ -213,7 +213,7 @@ class SinglePathStep:
         grads = [None if g is None else tf.convert_to_tensor(g)  # IndexedSlices of gathers.
                  for g in tape.gradient(loss, variables)]
         grads = replicas.all_reduce_sum(grads)
-        grads, grad_norm = tf.clip_by_global_norm(grads, self.hparams.w_grad_clip)
+        grads, grad_norm = clip_by_global_norm(grads, self.hparams.w_grad_clip)
         self.weight_optimizer.apply(grads, self.model.trainable_variables)
         return {"loss": loss, "correct": _correct(labels, logits),
                 "grad_norm": grad_norm / replicas_in_sync}
