@@ -38,6 +38,17 @@ def n_non_trainable(layer):
     return int(sum(v.numpy().size for v in layer.non_trainable_variables))
 
 
+# A search small enough for a test: digits, C=4, 3 cells, 3 steps per epoch.
+TINY_SEARCH = {"dataset": "digits", "channels": 4, "layers": 3, "nodes": 2, "batch_size": 16,
+               "steps_per_epoch": 3, "eval_batch_size": 256, "log_every": 1}
+
+
+def tiny_search_flags(**flags):
+    """The command-line flags of TINY_SEARCH with `flags` set or added (None: dropped)."""
+    return [f"--{name}={value}" for name, value in {**TINY_SEARCH, **flags}.items()
+            if value is not None]
+
+
 def run_module(module, *args, timeout=600):
     """Runs `python -m module args...` in a fresh process; returns CompletedProcess."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)

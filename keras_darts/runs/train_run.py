@@ -203,13 +203,13 @@ class TrainRun(RunLoop):
         with EpochWriter(self.files.tensorboard) as self.writer, StopOnSignal() as self._stop:
             self.writer.config_text(start, cfg.to_json_dict())
             for epoch in range(int(self.epoch.numpy()), cfg.epochs):
-                self._run_epoch(epoch, train_iter, self.writer)
-            summary = self._finish(self.writer)
+                self._run_epoch(epoch, train_iter)
+            summary = self._finish()
         if cfg.export_dir:
             export_run(cfg.output_dir, cfg.export_dir)
         return summary
 
-    def _run_epoch(self, epoch, train_iter, writer):
+    def _run_epoch(self, epoch, train_iter):
         cfg = self.config
         start = time.time()
         lr = epoch_lr(cfg.lr_schedule, epoch, cfg.epochs, cfg.lr, cfg.lr_min, cfg.lr_decay,
@@ -226,7 +226,7 @@ class TrainRun(RunLoop):
             self._test = self.evaluate(self.data.test)
             self.check_evaluation(f"{self.data.evaluated_on} loss", self._test[0], epoch)
             scalars.update(self._eval_scalars())
-        writer.scalars(epoch + 1, scalars)  # Written after the checkpoint.
+        self.writer.scalars(epoch + 1, scalars)  # Written after the checkpoint.
         self.epoch.assign(epoch + 1)
         self.save()
         self.stop_if_requested()
@@ -257,11 +257,11 @@ class TrainRun(RunLoop):
         name = self.data.evaluated_on
         return {f"eval/{name}_loss": self._test[0], f"eval/{name}_accuracy": self._test[1]}
 
-    def _finish(self, writer):
+    def _finish(self):
         cfg, info = self.config, self.data.info
         if self._test is None:  # Resumed after the last epoch: nothing tested yet.
             self._test = self.evaluate(self.data.test)
-            writer.scalars(cfg.epochs, self._eval_scalars())
+            self.writer.scalars(cfg.epochs, self._eval_scalars())
         test_loss, test_acc = self._test
         name = self.data.evaluated_on
         summary = {"genotype": self.genotype.to_json_dict(), f"{name}_loss": test_loss,
@@ -273,9 +273,10 @@ class TrainRun(RunLoop):
                    f"num_{name}": info.num_test if name == "test" else info.num_search_val,
                    "train_seconds_this_process": round(sum(self._epoch_times), 1)}
         write_json(self.files.results, summary)
-        writer.hparams(cfg.epochs, {**cfg.to_json_dict(), "genotype": summary["genotype"]},
-                       (f"eval/{name}_accuracy", f"eval/{name}_loss", "train/images_per_second"),
-                       trial=os.path.basename(os.path.normpath(cfg.output_dir)))
+        self.writer.hparams(
+            cfg.epochs, {**cfg.to_json_dict(), "genotype": summary["genotype"]},
+            (f"eval/{name}_accuracy", f"eval/{name}_loss", "train/images_per_second"),
+            trial=os.path.basename(os.path.normpath(cfg.output_dir)))
         logging.info("training done: %s accuracy %.4f (chance %.3f), loss %.4f; results "
                      "in %s", name, test_acc, 1.0 / info.num_classes, test_loss, self.files.results)
         return summary

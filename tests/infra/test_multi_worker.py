@@ -18,7 +18,7 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, event_tags, run_module
+from conftest import REPO, event_tags, run_module, tiny_search_flags
 
 from keras_darts.space import genotype as genotype_lib
 
@@ -26,8 +26,7 @@ pytestmark = pytest.mark.slow  # ~2 min: 2 cluster launches + 1 single process.
 
 # 3 cells of 1 node (6 mixed edges): the MWMS step traces ~5x slower than a
 # single-device one (every synchronised BatchNorm adds a collective).
-TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=1", "--batch_size=16",
-        "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1", "--epochs=2"]
+TINY = tiny_search_flags(nodes=1, epochs=2)
 # All-reduce sums in another order than one device: alphas agree to float round-off.
 ALPHA_ATOL = 1e-5
 SIGTERM_AFTER = "epoch 2/2 step 1/3"  # Worker 1 is signalled when it logs this line.

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
-from conftest import REPO, finish, signal_after_line, start_module
+from conftest import REPO, finish, signal_after_line, start_module, tiny_search_flags
 
 from keras_darts import methods, ops
 from keras_darts import settings as settings_lib
@@ -27,9 +27,7 @@ from keras_darts.space import genotype as genotype_lib
 from keras_darts.space import hypercuboid
 
 # recompute=none: 8x8 images need no memory saving, and the trace is shorter.
-TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_size=16",
-        "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1", "--epochs=3",
-        "--recompute=none"]
+TINY = tiny_search_flags(epochs=3, recompute="none")
 FINAL = ("alphas/epoch_003.json", "genotype.json")
 # Tiny settings of methods whose defaults are too big for TINY (added after it).
 METHOD_FLAGS = {"nao_v2": ["--layers=5", "--train_portion=0.8", "--nao_rounds=3",

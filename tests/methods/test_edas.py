@@ -5,7 +5,7 @@ ops run, which alphas and weights change, and equality with the derived network.
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_module
+from conftest import run_module, tiny_search_flags
 
 from keras_darts import ops
 from keras_darts.methods import edas
@@ -254,8 +254,7 @@ def test_resumed_sampling_continues_the_sequence(stepped):
 
 
 # -- command line ------------------------------------------------------------------
-TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=4", "--batch_size=16",
-        "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=0", "--epochs=1"]
+TINY = tiny_search_flags(nodes=4, log_every=0, epochs=1)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
-from conftest import REPO, event_tags, run_module
+from conftest import REPO, event_tags, run_module, tiny_search_flags
 
 from keras_darts import methods, ops
 from keras_darts.cli import flags as cli_flags
@@ -370,11 +370,9 @@ def test_msr_flagfile_has_the_paper_settings():
 @pytest.mark.slow
 def test_msr_search_end_to_end(tmp_path):
     out = tmp_path / "run"
-    result = run_module("keras_darts.search", "--dataset=digits", "--channels=4", "--layers=3",
-                        "--nodes=2", "--batch_size=16", "--steps_per_epoch=2",
-                        "--eval_batch_size=256", "--log_every=1", "--recompute=none",
-                        "--train_portion=0.8", "--epochs=2", "--method=msr",
-                        f"--output_dir={out}")
+    result = run_module("keras_darts.search", *tiny_search_flags(
+        steps_per_epoch=2, recompute="none", train_portion=0.8, epochs=2, method="msr",
+        output_dir=out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "val loss" not in result.stderr  # Weight-only steps.
     genotype = genotype_lib.load(str(out / "genotype.json"))

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
-from conftest import REPO, event_tags, run_module
+from conftest import REPO, event_tags, run_module, tiny_search_flags
 
 from keras_darts.cli import flags as cli_flags
 from keras_darts.config import SearchConfig
@@ -20,8 +20,7 @@ from keras_darts.space import genotype as genotype_lib
 
 cli_flags.define_search_flags()
 
-TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_size=16",
-        "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1"]
+TINY = tiny_search_flags()
 
 
 @pytest.mark.slow

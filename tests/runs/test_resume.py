@@ -9,13 +9,12 @@ import signal
 
 import pytest
 import tensorflow as tf
-from conftest import finish, signal_after_line, start_module
+from conftest import finish, signal_after_line, start_module, tiny_search_flags
 
 from keras_darts.config import SearchConfig
 from keras_darts.runs.search_run import SearchRun, run_search
 
-TINY = ["--dataset=digits", "--channels=4", "--layers=3", "--nodes=2", "--batch_size=16",
-        "--steps_per_epoch=3", "--eval_batch_size=256", "--log_every=1", "--epochs=3"]
+TINY = tiny_search_flags(epochs=3)
 FINAL = ("alphas/epoch_003.json", "genotype.json")
 
 

@@ -7,16 +7,14 @@ import sys
 
 import pytest
 
-from conftest import REPO, event_tags, run_module
+from conftest import REPO, event_tags, run_module, tiny_search_flags
 
 
 @pytest.mark.slow
 def test_tensorboard_serves_every_view_of_a_search(tmp_path):
-    out = tmp_path / "tiny_search"
-    result = run_module("keras_darts.search", "--dataset=digits", "--channels=4", "--layers=3",
-                        "--nodes=2", "--batch_size=16", "--steps_per_epoch=3",
-                        "--eval_batch_size=256", "--epochs=2", "--log_every=2",
-                        "--profile_steps=2,3", f"--output_dir={out}")
+    out = tmp_path / "tiny_search_flags"
+    result = run_module("keras_darts.search", *tiny_search_flags(
+        epochs=2, log_every=2, profile_steps="2,3", output_dir=out))
     assert result.returncode == 0, result.stderr[-3000:]
     tags = event_tags(out / "tensorboard")
     assert {"steps/search/loss/train", "steps/search/images_per_second",
